@@ -1,1 +1,1 @@
-
+"""How the two streams are placed on processes. Model code sees only `StreamExchange`."""
