@@ -1,0 +1,75 @@
+"""I2V conditioning: the 4-channel packed mask and the condition latents of one stream.
+
+Convention (NOTES pitfalls 2 and 3): the mask is 1 where content is known; unknown pixels are
+zeroed before encoding; the mask is area-averaged onto the latent grid and packed in time exactly
+as diffusers' `WanImageToVideoPipeline.prepare_latents` does: frame 0 fills the 4 channels of
+latent frame 0, frames 4t-3 .. 4t fill channels 0 .. 3 of latent frame t.
+
+Our samples are frame-first (`B,F,C,H,W`); the models take channel-first video (`B,C,F,H,W`):
+`frames_to_video` / `video_to_frames` convert.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from panowan.models.codec import SPATIAL_FACTOR, LatentCodec, check_video, pack_frames
+
+MASK_CHANNELS = 4
+
+
+def frames_to_video(x_BFCHW: torch.Tensor) -> torch.Tensor:
+    """`B,F,C,H,W` (our samples) -> `B,C,F,H,W` (the models)."""
+    if x_BFCHW.dim() != 5:
+        raise ValueError(f"expected B,F,C,H,W; got shape {tuple(x_BFCHW.shape)}")
+    return x_BFCHW.transpose(1, 2)
+
+
+def video_to_frames(x_BCFHW: torch.Tensor) -> torch.Tensor:
+    """`B,C,F,H,W` -> `B,F,C,H,W`."""
+    if x_BCFHW.dim() != 5:
+        raise ValueError(f"expected B,C,F,H,W; got shape {tuple(x_BCFHW.shape)}")
+    return x_BCFHW.transpose(1, 2)
+
+
+def depth_to_video(depth_B1FHW: torch.Tensor) -> torch.Tensor:
+    """Normalised depth `B,1,F,H,W` -> a grey 3-channel video `B,3,F,H,W` for the RGB codec."""
+    if depth_B1FHW.dim() != 5 or depth_B1FHW.shape[1] != 1:
+        raise ValueError(f"depth must be B,1,F,H,W; got shape {tuple(depth_B1FHW.shape)}")
+    return depth_B1FHW.expand(-1, 3, -1, -1, -1)
+
+
+def video_to_depth(video_B3FHW: torch.Tensor) -> torch.Tensor:
+    """A decoded depth video `B,3,F,H,W` -> `B,1,F,H,W` (channel mean: the codec may tint it)."""
+    if video_B3FHW.dim() != 5 or video_B3FHW.shape[1] != 3:
+        raise ValueError(f"video must be B,3,F,H,W; got shape {tuple(video_B3FHW.shape)}")
+    return video_B3FHW.mean(dim=1, keepdim=True)
+
+
+def pack_mask(mask_B1FHW: torch.Tensor) -> torch.Tensor:
+    """Pixel mask `B,1,F,H,W` (1 = known) -> `B,4,T,h,w` (h = H/8, area average; temporal layout above)."""
+    check_video(mask_B1FHW, "mask", channels=1)
+    b, _, f, h, w = mask_B1FHW.shape
+    frames = mask_B1FHW.reshape(b * f, 1, h, w).to(torch.float32)
+    small = F.avg_pool2d(frames, SPATIAL_FACTOR).reshape(b, 1, f, h // SPATIAL_FACTOR, w // SPATIAL_FACTOR)
+    packed = pack_frames(small)[:, 0]  # B,T,4,h,w: slot c of latent frame t
+    return packed.transpose(1, 2).contiguous().to(mask_B1FHW.dtype)
+
+
+def build_condition(codec: LatentCodec, video_B3FHW: torch.Tensor, mask_B1FHW: torch.Tensor) -> torch.Tensor:
+    """Condition latents `B,4+z,T,h,w` = cat([pack_mask(mask), codec.encode(video * mask)]).
+
+    `video_B3FHW` in [-1, 1]; `mask_B1FHW` in [0, 1], 1 = known. Unknown pixels are zeroed here, so
+    the caller may pass a video with anything in the holes.
+    """
+    check_video(video_B3FHW, "condition video")
+    check_video(mask_B1FHW, "mask", channels=1)
+    if video_B3FHW.shape[0] != mask_B1FHW.shape[0] or video_B3FHW.shape[2:] != mask_B1FHW.shape[2:]:
+        raise ValueError(
+            f"mask {tuple(mask_B1FHW.shape)} does not match the condition video {tuple(video_B3FHW.shape)} "
+            "(need B,1,F,H,W with the video's B, F, H, W)"
+        )
+    mask = mask_B1FHW.to(video_B3FHW.dtype)
+    latents = codec.encode(video_B3FHW * mask)
+    return torch.cat([pack_mask(mask).to(latents.dtype), latents], dim=1)

@@ -1,0 +1,266 @@
+"""DualStreamWan: two Wan I2V transformers (RGB, depth) coupled by interaction layers.
+
+Schedule: after Wan block i with (i + 1) % interval == 0 comes interaction point k = (i + 1) // interval;
+odd k: pose cross-attention (tokens attend to PluckerNet features), even k: cross-stream attention
+(each stream's tokens attend to the other stream's pre-interaction tokens). 40 blocks, interval 4:
+10 points, 5 of each kind.
+
+Placement is the exchange's business (`panowan.parallel.exchange.StreamExchange`): this module holds the
+streams this process owns (`local_streams`) and asks `exchange.swap` for the other stream's tokens.
+The new modules are initialised from per-stream seeds, so every placement builds the same weights.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+from diffusers import WanTransformer3DModel
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from panowan.models.codec import SPATIAL_FACTOR, check_video, latent_frames
+from panowan.models.conditioning import MASK_CHANNELS
+from panowan.models.interaction import CrossStreamAttention, PoseCrossAttention
+from panowan.models.plucker_net import PLUCKER_CHANNELS, PluckerNet
+from panowan.models.presets import DualStreamConfig
+from panowan.models.wan_stream import StreamState, embed, head, run_block
+from panowan.parallel.exchange import STREAMS, LocalExchange, StreamExchange
+
+# diffusers' WanAttnProcessor splits [image; text] context assuming exactly 512 text tokens.
+WAN_TEXT_TOKENS = 512
+
+
+@dataclass(frozen=True)
+class InteractionPoint:
+    """Interaction point `k` (1-based) runs after block `block`; `kind` is "pose" or "cross"."""
+
+    block: int
+    k: int
+    kind: str
+
+
+def interaction_schedule(config: DualStreamConfig) -> list[InteractionPoint]:
+    """All interaction points in forward order."""
+    points = []
+    for i in range(config.num_layers):
+        if (i + 1) % config.interaction_interval == 0:
+            k = (i + 1) // config.interaction_interval
+            points.append(InteractionPoint(i, k, "pose" if k % 2 == 1 else "cross"))
+    return points
+
+
+def _seeded(seed: int, build):
+    """Build modules on CPU in float32 from a private RNG stream (same weights on every rank)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+class DualStreamWan(nn.Module):
+    """The dual-stream model restricted to the streams this process owns.
+
+    streams: `ModuleDict` {name: WanTransformer3DModel}; interactions: {name: ModuleList} with one layer
+    per interaction point (index k - 1); plucker_net: shared by the local streams; exchange: how the
+    other stream's tokens arrive.
+    """
+
+    def __init__(
+        self,
+        streams: Mapping[str, WanTransformer3DModel],
+        config: DualStreamConfig,
+        exchange: StreamExchange | None = None,
+    ) -> None:
+        super().__init__()
+        names = tuple(streams)
+        if not names or any(n not in STREAMS for n in names) or len(set(names)) != len(names):
+            raise ValueError(f"streams must be a non-empty subset of {STREAMS}; got {names}")
+        self.config = config
+        self.local_streams: tuple[str, ...] = tuple(n for n in STREAMS if n in names)
+        self.streams = nn.ModuleDict({n: streams[n] for n in self.local_streams})
+        self.schedule = interaction_schedule(config)
+        self.exchange = exchange if exchange is not None else LocalExchange()
+        if any(p.kind == "cross" for p in self.schedule) and set(self.exchange.local_streams) != set(
+            self.local_streams
+        ):
+            raise ValueError(
+                f"the exchange serves streams {tuple(self.exchange.local_streams)} but this model holds "
+                f"{self.local_streams}; pass an exchange for this placement"
+            )
+        for n, t in self.streams.items():
+            if (
+                t.config.out_channels != config.z_dim
+                or t.config.in_channels != 2 * config.z_dim + MASK_CHANNELS
+            ):
+                raise ValueError(
+                    f"stream {n}: transformer has in/out channels {t.config.in_channels}/{t.config.out_channels}, "
+                    f"config needs {2 * config.z_dim + MASK_CHANNELS}/{config.z_dim}"
+                )
+        reference = next(iter(self.streams.values()))
+        device, dtype = reference.device, reference.dtype
+        self.interactions = nn.ModuleDict(
+            {
+                n: _seeded(
+                    config.init_seed * 1000 + 1 + STREAMS.index(n), lambda: self._build_interactions()
+                ).to(device, dtype)
+                for n in self.local_streams
+            }
+        )
+        self.plucker_net = _seeded(
+            config.init_seed * 1000, lambda: PluckerNet(config.pose_dim, config.plucker_hidden)
+        ).to(device, dtype)
+        self.gradient_checkpointing = False
+        self.lora_settings = None  # set by panowan.models.lora.add_lora
+
+    def _build_interactions(self) -> nn.ModuleList:
+        c = self.config
+        layers: list[nn.Module] = []
+        for point in self.schedule:
+            if point.kind == "pose":
+                layers.append(
+                    PoseCrossAttention(c.dim, c.pose_dim, c.interaction_inner_dim, c.interaction_heads)
+                )
+            else:
+                layers.append(CrossStreamAttention(c.dim, c.interaction_inner_dim, c.interaction_heads))
+        return nn.ModuleList(layers)
+
+    @classmethod
+    def from_base(
+        cls,
+        base: WanTransformer3DModel,
+        config: DualStreamConfig,
+        local_streams: Iterable[str] = STREAMS,
+        exchange: StreamExchange | None = None,
+        *,
+        reuse_base: bool = False,
+    ) -> DualStreamWan:
+        """Every local stream starts from a deep copy of `base` (read from disk once by the caller).
+        `reuse_base=True` hands `base` itself to the last local stream (saves one copy of a 14B model)."""
+        names = tuple(local_streams)
+        streams = {n: copy.deepcopy(base) for n in names[:-1]}
+        streams[names[-1]] = base if reuse_base else copy.deepcopy(base)
+        return cls(streams, config, exchange)
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Checkpoint each Wan block and each interaction attention separately; the exchange stays
+        outside every checkpointed region, so recomputation never repeats communication."""
+        self.gradient_checkpointing = True
+
+    def disable_gradient_checkpointing(self) -> None:
+        self.gradient_checkpointing = False
+
+    def _maybe_checkpoint(self, fn, *args):
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
+    def _validate(
+        self,
+        noisy: Mapping[str, torch.Tensor],
+        condition: Mapping[str, torch.Tensor],
+        timestep: torch.Tensor,
+        plucker: torch.Tensor,
+        text: torch.Tensor,
+        image: torch.Tensor | None,
+    ) -> None:
+        want = set(self.local_streams)
+        for what, d in (("noisy", noisy), ("condition", condition)):
+            if set(d) != want:
+                raise ValueError(f"{what} holds streams {sorted(d)}, this model owns {sorted(want)}")
+        z = self.config.z_dim
+        shapes = {n: tuple(x.shape) for n, x in noisy.items()}
+        first = shapes[self.local_streams[0]]
+        if len(first) != 5 or first[1] != z:
+            raise ValueError(f"noisy latents must be B,{z},T,h,w; got {shapes}")
+        if any(s != first for s in shapes.values()):
+            raise ValueError(f"the streams' noisy latents differ in shape: {shapes}")
+        b, _, t, h, w = first
+        if h % 2 or w % 2:
+            raise ValueError(f"latent h, w must be even (pixel H, W multiples of 16); got {first}")
+        for n, c in condition.items():
+            if tuple(c.shape) != (b, z + MASK_CHANNELS, t, h, w):
+                raise ValueError(
+                    f"condition[{n!r}] has shape {tuple(c.shape)}; need {(b, z + MASK_CHANNELS, t, h, w)} "
+                    f"(4 mask channels + {z} latent channels, like noisy {first})"
+                )
+        if timestep.shape != (b,):
+            raise ValueError(f"timestep must be [B] = [{b}]; got {tuple(timestep.shape)}")
+        check_video(plucker, "plucker", channels=PLUCKER_CHANNELS)
+        pb, _, pf, ph, pw = plucker.shape
+        if (pb, latent_frames(pf), ph // SPATIAL_FACTOR, pw // SPATIAL_FACTOR) != (b, t, h, w):
+            raise ValueError(
+                f"plucker {tuple(plucker.shape)} does not match the latents {first} (T=(F-1)/4+1, h=H/8)"
+            )
+        wan = self.config.wan
+        if text.dim() != 3 or text.shape[0] != b or text.shape[2] != wan.get("text_dim", 4096):
+            raise ValueError(
+                f"text must be B,L,{wan.get('text_dim', 4096)} with B={b}; got {tuple(text.shape)}"
+            )
+        if wan.get("image_dim") is None:
+            if image is not None:
+                raise ValueError("this model has no image embedder; pass image=None")
+        else:
+            if image is None or image.dim() != 3 or image.shape[0] != b or image.shape[2] != wan["image_dim"]:
+                got = None if image is None else tuple(image.shape)
+                raise ValueError(f"image must be B,L,{wan['image_dim']} with B={b}; got {got}")
+            if wan.get("added_kv_proj_dim") is not None and text.shape[1] != WAN_TEXT_TOKENS:
+                raise ValueError(
+                    f"Wan I2V expects {WAN_TEXT_TOKENS} text tokens (diffusers splits image/text context "
+                    f"at that length); got text {tuple(text.shape)}"
+                )
+
+    def forward(
+        self,
+        noisy: Mapping[str, torch.Tensor],
+        condition: Mapping[str, torch.Tensor],
+        timestep: torch.Tensor,
+        plucker: torch.Tensor,
+        text: torch.Tensor,
+        image: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Velocity (noise - x0) `B,z,T,h,w` of every local stream.
+
+        noisy[s]: `B,z,T,h,w`; condition[s]: `B,4+z,T,h,w` (mask, condition latents); timestep: `[B]`
+        (sigma * 1000); plucker: `B,6,F,H,W`; text: `B,L,text_dim`; image: `B,L_img,image_dim` or None.
+        """
+        # 0. Validation (shapes named in every error).
+        self._validate(noisy, condition, timestep, plucker, text, image)
+        dtype = next(iter(self.streams.values())).dtype
+
+        # 1. Pose features, once for all local streams: B,S,pose_dim.
+        pose = self.plucker_net(plucker.to(dtype))
+
+        # 2. Embeddings: input B,(2z+4),T,h,w -> tokens B,S,D (+ time / text / image context).
+        states: dict[str, StreamState] = {}
+        for n in self.local_streams:
+            hidden = torch.cat([noisy[n], condition[n]], dim=1).to(dtype)
+            img = None if image is None else image.to(dtype)
+            states[n] = embed(self.streams[n], hidden, timestep, text.to(dtype), img)
+        tokens = {n: states[n].tokens for n in self.local_streams}  # each B,S,D
+
+        # 3. Wan blocks, with an interaction layer after every interval-th block.
+        points = {p.block: p for p in self.schedule}
+        for i in range(self.config.num_layers):
+            for n in self.local_streams:
+                tokens[n] = self._maybe_checkpoint(run_block, self.streams[n], i, states[n], tokens[n])
+            point = points.get(i)
+            if point is None:
+                continue
+            if point.kind == "pose":
+                # 3a. Pose cross-attention: B,S,D attends to B,S,pose_dim.
+                for n in self.local_streams:
+                    layer = self.interactions[n][point.k - 1]
+                    tokens[n] = self._maybe_checkpoint(layer, tokens[n], pose)
+            else:
+                # 3b. Cross-stream attention on pre-interaction states. The swap (maybe communication)
+                # runs outside any checkpointed region.
+                others = self.exchange.swap({n: tokens[n] for n in self.local_streams})  # each B,S,D
+                tokens = {
+                    n: self._maybe_checkpoint(self.interactions[n][point.k - 1], tokens[n], others[n])
+                    for n in self.local_streams
+                }
+
+        # 4. Heads: tokens B,S,D -> velocity B,z,T,h,w.
+        return {n: head(self.streams[n], tokens[n], states[n]) for n in self.local_streams}

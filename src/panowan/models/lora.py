@@ -1,0 +1,231 @@
+"""PEFT LoRA on each stream's Wan transformer, trainable parameter groups, safetensors save / load.
+
+LoRA goes in through diffusers' `transformer.add_adapter(LoraConfig(...))`, called on each Wan
+transformer only: the interaction layers and PluckerNet live outside the transformers, so PEFT's
+suffix matching can never catch them (NOTES pitfall 8). Groups are selected by module, never by name
+substrings.
+
+Files (one folder; in the two-rank placement each rank writes and reads only its own stream's files,
+`plucker_net.safetensors` is identical on both):
+  lora_{stream}.safetensors         LoRA tensors of that stream's transformer (names relative to it)
+  interaction_{stream}.safetensors  that stream's interaction layers
+  plucker_net.safetensors           PluckerNet
+  trainable_config.json             {"lora": {rank, alpha, targets}, "model": DualStreamConfig}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig
+from peft.tuners.lora import LoraLayer
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from panowan.models.dual_stream import DualStreamWan
+from panowan.models.presets import DualStreamConfig
+from panowan.parallel.exchange import STREAMS
+from panowan.utils.atomic import atomic_write, atomic_write_json
+
+DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+CONFIG_FILE = "trainable_config.json"
+PLUCKER_FILE = "plucker_net.safetensors"
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """rank r, alpha (scaling alpha / r), target module suffixes inside each Wan transformer."""
+
+    rank: int
+    alpha: float
+    targets: tuple[str, ...] = DEFAULT_TARGETS
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ValueError(f"LoRA rank must be >= 1, got {self.rank}")
+        if not self.targets:
+            raise ValueError("LoRA needs at least one target module")
+
+    def to_dict(self) -> dict:
+        return {"rank": self.rank, "alpha": float(self.alpha), "targets": list(self.targets)}
+
+
+def lora_file(stream: str) -> str:
+    return f"lora_{stream}.safetensors"
+
+
+def interaction_file(stream: str) -> str:
+    return f"interaction_{stream}.safetensors"
+
+
+def add_lora(
+    model: DualStreamWan,
+    rank: int = 32,
+    alpha: float | None = None,
+    targets: Sequence[str] = DEFAULT_TARGETS,
+    *,
+    seed: int = 0,
+) -> LoraSettings:
+    """Inject LoRA (alpha defaults to rank) into each local stream's Wan transformer.
+
+    Each stream's adapter is initialised from its own seeded RNG stream, so every placement gets the
+    same adapters. Call once, before loading trained adapters with `load_trainable` (never after:
+    re-injecting would wipe them, pitfall 8).
+    """
+    if model.lora_settings is not None:
+        raise ValueError(f"the model already has LoRA {model.lora_settings}; adding again would wipe it")
+    settings = LoraSettings(rank, float(rank if alpha is None else alpha), tuple(targets))
+    for name, transformer in model.streams.items():
+        cfg = LoraConfig(
+            r=settings.rank,
+            lora_alpha=settings.alpha,
+            target_modules=list(settings.targets),
+            init_lora_weights=True,
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed * 1000 + 1 + STREAMS.index(name))
+            transformer.add_adapter(cfg)
+        if not lora_parameters(transformer):
+            raise ValueError(f"LoRA targets {settings.targets} matched no module of stream {name!r}")
+    model.lora_settings = settings
+    return settings
+
+
+def lora_parameters(module: nn.Module) -> list[nn.Parameter]:
+    """Parameters of PEFT LoRA layers' adapter sub-modules (selected by module type)."""
+    params: list[nn.Parameter] = []
+    for layer in module.modules():
+        if isinstance(layer, LoraLayer):
+            for attr in layer.adapter_layer_names:
+                params.extend(getattr(layer, attr).parameters())
+    return params
+
+
+def _named_lora_tensors(transformer: nn.Module) -> dict[str, torch.Tensor]:
+    ids = {id(p) for p in lora_parameters(transformer)}
+    return {n: p for n, p in transformer.named_parameters() if id(p) in ids}
+
+
+def trainable_parameter_groups(model: DualStreamWan) -> dict[str, list[nn.Parameter]]:
+    """{"lora": LoRA adapters of the local streams, "interaction": interaction layers, "plucker": PluckerNet}."""
+    groups = {
+        "lora": [p for t in model.streams.values() for p in lora_parameters(t)],
+        "interaction": list(model.interactions.parameters()),
+        "plucker": list(model.plucker_net.parameters()),
+    }
+    seen = [id(p) for ps in groups.values() for p in ps]
+    assert len(seen) == len(set(seen)), "parameter groups overlap"
+    return groups
+
+
+def freeze_base(model: DualStreamWan) -> None:
+    """Freeze every Wan weight; LoRA adapters, interaction layers and PluckerNet stay trainable."""
+    model.requires_grad_(False)
+    for group in trainable_parameter_groups(model).values():
+        for p in group:
+            p.requires_grad_(True)
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda p: save_file(data, str(p)))
+
+
+def save_trainable(model: DualStreamWan, folder: str | Path) -> list[Path]:
+    """Write the adapters and new modules of the local streams (nothing of the frozen base)."""
+    folder = Path(folder)
+    written = []
+    for name, transformer in model.streams.items():
+        if model.lora_settings is not None:
+            _save_tensors(folder / lora_file(name), _named_lora_tensors(transformer))
+            written.append(folder / lora_file(name))
+        _save_tensors(folder / interaction_file(name), dict(model.interactions[name].state_dict()))
+        written.append(folder / interaction_file(name))
+    _save_tensors(folder / PLUCKER_FILE, dict(model.plucker_net.state_dict()))
+    written.append(folder / PLUCKER_FILE)
+    meta = {
+        "lora": None if model.lora_settings is None else model.lora_settings.to_dict(),
+        "model": model.config.to_dict(),
+    }
+    atomic_write_json(folder / CONFIG_FILE, meta)
+    written.append(folder / CONFIG_FILE)
+    return written
+
+
+def read_trainable_config(folder: str | Path) -> tuple[LoraSettings | None, DualStreamConfig]:
+    """The LoRA settings and model configuration a trainable folder was saved with."""
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        raise ValueError(f"{path}: missing (not a folder written by save_trainable)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        lora = (
+            None
+            if meta["lora"] is None
+            else LoraSettings(
+                int(meta["lora"]["rank"]), float(meta["lora"]["alpha"]), tuple(meta["lora"]["targets"])
+            )
+        )
+        return lora, DualStreamConfig.from_dict(meta["model"])
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable trainable config ({exc})") from exc
+
+
+def _load_into(path: Path, targets: dict[str, torch.Tensor]) -> None:
+    """Copy the tensors of `path` into `targets` (name -> parameter/buffer), checking keys and shapes."""
+    if not path.is_file():
+        raise ValueError(f"{path}: missing")
+    tensors = load_file(str(path))
+    missing, unexpected = sorted(set(targets) - set(tensors)), sorted(set(tensors) - set(targets))
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: missing keys {missing[:5]} ({len(missing)}), unexpected keys {unexpected[:5]} ({len(unexpected)})"
+        )
+    bad = [
+        f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in targets.items()
+        if tensors[k].shape != v.shape
+    ]
+    if bad:
+        raise ValueError(f"{path}: shape mismatch (another LoRA rank or model configuration?) {bad[:3]}")
+    with torch.no_grad():
+        for k, v in targets.items():
+            v.copy_(tensors[k])
+
+
+def load_trainable(model: DualStreamWan, folder: str | Path) -> None:
+    """Load what `save_trainable` wrote into `model` (LoRA already added with the same settings)."""
+    folder = Path(folder)
+    lora, config = read_trainable_config(folder)
+    if config.to_dict() != model.config.to_dict():
+        ours, theirs = model.config.to_dict(), config.to_dict()
+        diff = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+        raise ValueError(f"{folder / CONFIG_FILE}: saved for another model configuration (differs in {diff})")
+    if lora != model.lora_settings:
+        raise ValueError(
+            f"{folder / CONFIG_FILE}: saved with LoRA {lora}, the model has {model.lora_settings} "
+            "(call add_lora with the saved rank, alpha and targets first)"
+        )
+    for name, transformer in model.streams.items():
+        if lora is not None:
+            _load_into(folder / lora_file(name), _named_lora_tensors(transformer))
+        layers = model.interactions[name]
+        _load_into(folder / interaction_file(name), dict(layers.state_dict(keep_vars=True)))
+    _load_into(folder / PLUCKER_FILE, dict(model.plucker_net.state_dict(keep_vars=True)))
+
+
+__all__ = [
+    "DEFAULT_TARGETS",
+    "LoraSettings",
+    "add_lora",
+    "freeze_base",
+    "load_trainable",
+    "lora_parameters",
+    "read_trainable_config",
+    "save_trainable",
+    "trainable_parameter_groups",
+]

@@ -1,0 +1,205 @@
+"""Model configurations of the dual-stream Wan: `DualStreamConfig` and named presets.
+
+The `wan` field holds the keyword arguments of diffusers' `WanTransformer3DModel`; the I2V input
+layout is `in_channels = 2 * z + 4` (noisy latents z, mask 4, condition latents z), `out_channels = z`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+CODECS = ("wan_vae", "analytic")
+ANALYTIC_POOLS = (1, 2, 4, 8)
+
+
+def analytic_z_dim(pool: int) -> int:
+    """Latent channels of `AnalyticCodec(pool)`: 3 colours x 4 packed frames x (8 / pool)^2 sub-pixels."""
+    return 3 * 4 * (8 // pool) ** 2
+
+
+@dataclass
+class DualStreamConfig:
+    """Everything needed to build a `DualStreamWan` besides the weights."""
+
+    wan: dict[str, Any]
+    """Keyword arguments of `diffusers.WanTransformer3DModel` (one stream; both streams share them)."""
+    interaction_interval: int = 4
+    """An interaction layer runs after every `interaction_interval`-th Wan block."""
+    interaction_inner_dim: int = 1024
+    """Attention width (heads x head_dim) of the interaction layers; bounds their memory and compute."""
+    interaction_heads: int = 8
+    """Attention heads of the interaction layers (`interaction_inner_dim` must be divisible by it)."""
+    pose_dim: int = 256
+    """Width of the PluckerNet features (one vector per token)."""
+    plucker_hidden: int = 128
+    """Channel width of PluckerNet's convolutions."""
+    codec: str = "wan_vae"
+    """Latent codec: "wan_vae" (the pretrained AutoencoderKLWan, z = 16) or "analytic" (no weights)."""
+    analytic_pool: int = 4
+    """Area-pooling factor of the analytic codec (1, 2, 4 or 8); fixes z = 3 * 4 * (8 / pool)^2."""
+    init_seed: int = 0
+    """Seed of the new modules' initialisation (each stream's own stream of random numbers, so every
+    process placement builds identical interaction layers and PluckerNet)."""
+
+    def __post_init__(self) -> None:
+        self.wan = dict(self.wan)
+        if "patch_size" in self.wan:
+            self.wan["patch_size"] = tuple(self.wan["patch_size"])
+        need = ("num_layers", "num_attention_heads", "attention_head_dim", "in_channels", "out_channels")
+        missing = [k for k in need if k not in self.wan]
+        if missing:
+            raise ValueError(f"DualStreamConfig.wan lacks {missing}")
+        if tuple(self.wan.get("patch_size", (1, 2, 2))) != (1, 2, 2):
+            raise ValueError(f"only Wan's patch size (1, 2, 2) is supported, got {self.wan['patch_size']}")
+        z = self.z_dim
+        if self.wan["in_channels"] != 2 * z + 4:
+            raise ValueError(
+                f"I2V layout needs in_channels = 2 * out_channels + 4 = {2 * z + 4}, got {self.wan['in_channels']}"
+            )
+        layers = self.wan["num_layers"]
+        if not 1 <= self.interaction_interval <= layers:
+            raise ValueError(
+                f"interaction_interval must be in [1, {layers}], got {self.interaction_interval}"
+            )
+        if self.interaction_heads < 1 or self.interaction_inner_dim % self.interaction_heads:
+            raise ValueError(
+                f"interaction_inner_dim {self.interaction_inner_dim} is not divisible by "
+                f"interaction_heads {self.interaction_heads}"
+            )
+        if min(self.pose_dim, self.plucker_hidden, self.interaction_inner_dim) < 1:
+            raise ValueError("pose_dim, plucker_hidden and interaction_inner_dim must be positive")
+        if self.codec not in CODECS:
+            raise ValueError(f"codec must be one of {CODECS}, got {self.codec!r}")
+        if self.analytic_pool not in ANALYTIC_POOLS:
+            raise ValueError(f"analytic_pool must be one of {ANALYTIC_POOLS}, got {self.analytic_pool}")
+        if self.codec == "analytic" and z != analytic_z_dim(self.analytic_pool):
+            raise ValueError(
+                f"the analytic codec with pool {self.analytic_pool} has z = {analytic_z_dim(self.analytic_pool)}, "
+                f"but wan out_channels = {z}"
+            )
+        if self.codec == "wan_vae" and z != 16:
+            raise ValueError(f"the Wan 2.1 VAE has z = 16, but wan out_channels = {z}")
+
+    @property
+    def z_dim(self) -> int:
+        """Latent channels per stream (the Wan transformer's `out_channels`)."""
+        return int(self.wan["out_channels"])
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.wan["num_layers"])
+
+    @property
+    def dim(self) -> int:
+        """Model width D of the Wan transformer."""
+        return int(self.wan["num_attention_heads"] * self.wan["attention_head_dim"])
+
+    @property
+    def num_interactions(self) -> int:
+        """Interaction points: after block i with (i + 1) % interval == 0."""
+        return self.num_layers // self.interaction_interval
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (tuples become lists)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return json.loads(json.dumps(out))
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> DualStreamConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(obj) - names)
+        if unknown:
+            raise ValueError(f"unknown DualStreamConfig keys {unknown}")
+        return cls(**obj)
+
+
+_I2V_COMMON: dict[str, Any] = {
+    "patch_size": (1, 2, 2),
+    "attention_head_dim": 128,
+    "in_channels": 36,
+    "out_channels": 16,
+    "text_dim": 4096,
+    "freq_dim": 256,
+    "cross_attn_norm": True,
+    "qk_norm": "rms_norm_across_heads",
+    "eps": 1e-6,
+    "image_dim": 1280,
+    "rope_max_seq_len": 1024,
+    "pos_embed_seq_len": None,
+}
+
+_PRESETS: dict[str, DualStreamConfig] = {
+    # The transformer/config.json of Wan-AI/Wan2.1-I2V-14B-480P-Diffusers (and 720P).
+    "wan2.1-i2v-14b": DualStreamConfig(
+        wan={
+            **_I2V_COMMON,
+            "num_layers": 40,
+            "num_attention_heads": 40,
+            "ffn_dim": 13824,
+            "added_kv_proj_dim": 5120,
+        },
+        interaction_interval=4,
+        interaction_inner_dim=1024,
+        interaction_heads=8,
+        pose_dim=256,
+        plucker_hidden=128,
+        codec="wan_vae",
+    ),
+    # Wan 2.1 1.3B widths with the I2V extras (image cross-attention, 36 input channels).
+    "wan2.1-1.3b-i2v": DualStreamConfig(
+        wan={
+            **_I2V_COMMON,
+            "num_layers": 30,
+            "num_attention_heads": 12,
+            "ffn_dim": 8960,
+            "added_kv_proj_dim": 1536,
+        },
+        interaction_interval=4,
+        interaction_inner_dim=512,
+        interaction_heads=4,
+        pose_dim=128,
+        plucker_hidden=64,
+        codec="wan_vae",
+    ),
+    # CPU-sized: 8 blocks of width 32, analytic codec (z = 48); < 1 s at 5 views x 32x64.
+    "tiny": DualStreamConfig(
+        wan={
+            "patch_size": (1, 2, 2),
+            "num_attention_heads": 2,
+            "attention_head_dim": 16,
+            "in_channels": 2 * 48 + 4,
+            "out_channels": 48,
+            "text_dim": 32,
+            "freq_dim": 32,
+            "ffn_dim": 64,
+            "num_layers": 8,
+            "cross_attn_norm": True,
+            "qk_norm": "rms_norm_across_heads",
+            "eps": 1e-6,
+            "image_dim": 32,
+            "added_kv_proj_dim": 32,
+            "rope_max_seq_len": 1024,
+            "pos_embed_seq_len": None,
+        },
+        interaction_interval=2,
+        interaction_inner_dim=32,
+        interaction_heads=2,
+        pose_dim=32,
+        plucker_hidden=16,
+        codec="analytic",
+        analytic_pool=4,
+    ),
+}
+
+PRESET_NAMES = tuple(_PRESETS)
+
+
+def get_preset(name: str) -> DualStreamConfig:
+    """A fresh copy of the named configuration ("tiny", "wan2.1-i2v-14b", "wan2.1-1.3b-i2v")."""
+    if name not in _PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; choose one of {PRESET_NAMES}")
+    return copy.deepcopy(_PRESETS[name])
