@@ -1,0 +1,114 @@
+"""Process groups for the stream placements.
+
+Placements (issue 3, part 5):
+- world size 1: one process holds both streams (`LocalExchange`);
+- world size 2N: N data-parallel pairs. Rank r belongs to pair r // 2 and holds stream "rgb" if r is even,
+  "depth" if odd; its `peer` is the other rank of its pair. `stream_group` holds the N ranks of the same
+  stream (data-parallel averaging of per-stream parameters), `pair_group` the two ranks of the pair.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from panowan.parallel.exchange import STREAMS, LocalExchange, PointToPointExchange, StreamExchange
+
+
+def init_distributed(backend: str | None = None, timeout_s: float = 600.0) -> torch.device:
+    """Initialise torch.distributed from torchrun's environment and return this process's device.
+
+    Reads WORLD_SIZE, RANK, LOCAL_RANK (and MASTER_ADDR / MASTER_PORT through the env:// method). Without
+    WORLD_SIZE (plain `python`), nothing is initialised and the process is a world of one. The backend
+    defaults to nccl when CUDA is available, else gloo; with CUDA the device is cuda:LOCAL_RANK and is
+    made current (NCCL point-to-point needs it). `timeout_s` bounds every collective, and NCCL's async
+    error handling turns a dead or stuck peer into an error that ends the job instead of a hang.
+    """
+    use_cuda = torch.cuda.is_available()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if "WORLD_SIZE" not in os.environ or dist.is_initialized():
+        return device
+    if backend is None:
+        backend = "nccl" if use_cuda else "gloo"
+    if timeout_s <= 0:
+        raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+    # Must be set before the NCCL process group exists; respect a user's explicit choice.
+    os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+    dist.init_process_group(
+        backend=backend,
+        init_method="env://",
+        world_size=int(os.environ["WORLD_SIZE"]),
+        rank=int(os.environ["RANK"]),
+        timeout=datetime.timedelta(seconds=timeout_s),
+        device_id=device if backend == "nccl" else None,
+    )
+    return device
+
+
+def stream_layout(rank: int, world_size: int) -> tuple[str, int, int]:
+    """(stream, pair index, peer rank) of `rank` in a world of `world_size` = 2N ranks."""
+    if world_size < 2 or world_size % 2:
+        raise ValueError(
+            f"world size {world_size} is not even: the two-stream placement needs 2N ranks (N pairs, one "
+            "stream per rank), or a single process holding both streams"
+        )
+    assert 0 <= rank < world_size, (rank, world_size)
+    return STREAMS[rank % 2], rank // 2, rank ^ 1
+
+
+@dataclass
+class StreamGroups:
+    """This rank's place in the stream placement (see module docstring).
+
+    For a world of one, `peer`, `stream_group` and `pair_group` are None and `local_streams` holds both
+    streams.
+    """
+
+    rank: int
+    world_size: int
+    local_streams: tuple[str, ...]
+    num_pairs: int
+    pair_index: int
+    peer: int | None
+    stream_group: dist.ProcessGroup | None
+    pair_group: dist.ProcessGroup | None
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @classmethod
+    def from_world(cls) -> StreamGroups:
+        """Build the groups of the current world (every rank must call this, in the same program order)."""
+        if not dist.is_initialized() or dist.get_world_size() == 1:
+            return cls(0, 1, STREAMS, 1, 0, None, None, None)
+        world, rank = dist.get_world_size(), dist.get_rank()
+        stream, pair, peer = stream_layout(rank, world)
+        num_pairs = world // 2
+        # torch requires every rank to create every group, in the same order.
+        stream_groups = [dist.new_group(list(range(s, world, 2))) for s in range(len(STREAMS))]
+        pair_groups = [dist.new_group([2 * p, 2 * p + 1]) for p in range(num_pairs)]
+        return cls(
+            rank=rank,
+            world_size=world,
+            local_streams=(stream,),
+            num_pairs=num_pairs,
+            pair_index=pair,
+            peer=peer,
+            stream_group=stream_groups[rank % 2],
+            pair_group=pair_groups[pair],
+        )
+
+    def make_exchange(self) -> StreamExchange:
+        """`LocalExchange` for a world of one, else a `PointToPointExchange` with this rank's peer."""
+        if not self.distributed:
+            return LocalExchange()
+        assert self.peer is not None
+        return PointToPointExchange(self.peer, self.local_streams[0], group=self.pair_group)
