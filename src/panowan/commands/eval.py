@@ -1,0 +1,76 @@
+"""Evaluate completed panoramas against the ground truth of their rooms.
+
+Reads predictions in the layout `panowan infer` writes (PRED_DIR/{area}/{room}/panorama_XXXX.png and
+panorama_XXXX_depth.npy) and the rooms under DATA_ROOT (prepared). Per view and per room, split into hole
+and known regions: PSNR, SSIM, WS-PSNR, depth AbsRel, RMSE and delta < 1.25 in metres; cross-view
+consistency and seam continuity. Writes the JSON (--out) and a markdown table beside it (.md).
+With --baselines it also writes and evaluates classical baselines (OpenCV inpainting, input copy) under
+PRED_DIR/../baselines/NAME so the table compares them.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "metrics of completed panoramas (PSNR, SSIM, WS-PSNR, depth AbsRel/RMSE/delta, consistency, seam)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pred_dir", required=True, help="folder of predictions: {area}/{room}/panorama_XXXX*"
+    )
+    parser.add_argument(
+        "--data_root", required=True, help="data root with the ground truth of the same rooms"
+    )
+    parser.add_argument("--out", default=None, help="metrics JSON to write (default: PRED_DIR/metrics.json); "
+                        "the markdown table goes beside it with the suffix .md")  # fmt: skip
+    parser.add_argument("--rooms", nargs="*", default=None, help="only these room ids ('area/room')")
+    parser.add_argument("--baselines", nargs="*", default=[], choices=["copy", "telea", "ns"],
+                        help="also compute these baselines on the same rooms and compare")  # fmt: skip
+    parser.add_argument("--baseline_dir", default=None,
+                        help="where baseline predictions are written (default: PRED_DIR/../baselines)")  # fmt: skip
+    parser.add_argument(
+        "--no_consistency", action="store_true", help="skip the cross-view consistency metric"
+    )
+
+
+def evaluate_with_baselines(pred_dir, data_root, rooms, baselines, baseline_dir, consistency=True) -> dict:
+    """{method: evaluate_dir result}, the model first, then each baseline written and evaluated."""
+    from pathlib import Path
+
+    from panowan.eval.baselines import run_baseline
+    from panowan.eval.metrics import evaluate_dir
+
+    results = {"model": evaluate_dir(pred_dir, data_root, rooms, consistency=consistency)}
+    room_ids = sorted(results["model"]["rooms"])
+    base_root = Path(baseline_dir) if baseline_dir else Path(pred_dir).resolve().parent / "baselines"
+    for name in baselines:
+        run_baseline(data_root, base_root / name, name, room_ids)
+        results[name] = evaluate_dir(base_root / name, data_root, room_ids, consistency=consistency)
+    return results
+
+
+def write_results(results: dict, out) -> tuple:
+    """Write the JSON and the markdown table (same stem, .md); returns both paths."""
+    from pathlib import Path
+
+    from panowan.eval.metrics import markdown_table
+    from panowan.utils.atomic import atomic_write_json, atomic_write_text
+
+    out = Path(out)
+    atomic_write_json(out, results)
+    md = out.with_suffix(".md")
+    atomic_write_text(md, markdown_table(results))
+    return out, md
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    results = evaluate_with_baselines(args.pred_dir, args.data_root, args.rooms, args.baselines,
+                                      args.baseline_dir, consistency=not args.no_consistency)  # fmt: skip
+    out = args.out or str(Path(args.pred_dir) / "metrics.json")
+    json_path, md_path = write_results(results, out)
+    print(md_path.read_text(encoding="utf-8"))
+    print(f"wrote {json_path} and {md_path}")
+    return 0

@@ -1,0 +1,298 @@
+"""Complete the panoramas of prepared rooms with a trained dual-stream model.
+
+Model: a training checkpoint (--checkpoint_dir [--checkpoint_step], plus --base_model_dir for presets with
+pretrained weights), or, without both, the default model embedded in the package (panowan/assets).
+Writes per room OUTPUT_DIR/{area}/{room}/panorama_XXXX.png, panorama_XXXX_depth.npy (metres),
+panorama_XXXX_depth.png (16-bit millimetres), panorama_XXXX_depth_color.png and room.ply (all views fused
+in view 0's frame). Inputs are checked (rooms prepared, views present, checkpoint configuration and LoRA
+rank) before any model is loaded. The same --seed writes the same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HELP = "complete the panoramas of prepared rooms (RGB + metric depth + fused point cloud)"
+log = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+EMBEDDED_CONFIG = "default_model.json"
+EMBEDDED_WEIGHTS = "default_model.safetensors"
+EMBEDDED_FORMAT = "panowan-embedded-model/1"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base_model_dir", default=None, help="pretrained Wan2.1-I2V folder (diffusers or original "
+                        "layout); needed with a checkpoint of a preset that uses pretrained weights")  # fmt: skip
+    parser.add_argument("--checkpoint_dir", default=None, help="training output folder (or one checkpoint-STEP "
+                        "folder); without it and --base_model_dir the embedded default model is used")  # fmt: skip
+    parser.add_argument("--checkpoint_step", type=int, default=None,
+                        help="use CHECKPOINT_DIR/checkpoint-STEP (default: the newest complete one)")  # fmt: skip
+    parser.add_argument("--data_root", required=True, help="prepared rooms: DATA_ROOT/{area}/{room}/")
+    parser.add_argument("--output_dir", required=True, help="where completions are written")
+    parser.add_argument("--num_inference_steps", type=int, default=50, help="sampling steps")
+    parser.add_argument("--guidance_scale", type=float, default=1.0,
+                        help="classifier-free guidance; > 1 adds a pass with the negative prompt")  # fmt: skip
+    parser.add_argument(
+        "--negative_prompt", default="", help="prompt of the unconditional pass (guidance > 1)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="noise seed (each stream derives its own)")
+    parser.add_argument("--sampler", choices=["unipc", "euler"], default="unipc", help="flow-matching solver")
+    parser.add_argument("--flow_shift", type=float, default=None,
+                        help="timestep shift of the schedule (default: the checkpoint's training value, else 3)")  # fmt: skip
+    parser.add_argument("--rooms", nargs="*", default=None, help="only these room ids ('area/room')")
+    parser.add_argument("--no_composite", action="store_true", help="write the raw model output (known pixels "
+                        "are not copied back from the input)")  # fmt: skip
+    parser.add_argument(
+        "--no_seam_roll", action="store_true", help="do not roll the latents across the ERP seam"
+    )
+    parser.add_argument(
+        "--preset", default=None, help="expected model preset; refused if the checkpoint differs"
+    )
+    parser.add_argument("--lora_rank", type=int, default=None,
+                        help="expected LoRA rank; refused if the checkpoint differs (default: the checkpoint's)")  # fmt: skip
+    parser.add_argument("--num_frames", type=int, default=None,
+                        help="views per room (4k + 1); rooms with more are sampled down (default: the model's)")  # fmt: skip
+    parser.add_argument("--resolution", type=int, default=None,
+                        help="panorama height (multiple of 16) the model runs at (default: the model's)")  # fmt: skip
+    parser.add_argument(
+        "--point_stride", type=int, default=1, help="room.ply keeps every N-th row and column"
+    )
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+                        help="model precision")  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ model source
+@dataclass
+class ModelSource:
+    """What will be loaded, resolved from cheap reads only (no weights)."""
+
+    kind: str  # "embedded", "untrained", "checkpoint"
+    model_config: Any
+    lora: Any  # LoraSettings | None
+    weights: Path | None
+    train_config: dict
+    description: str
+
+
+def _checkpoint_folder(checkpoint_dir: Path, step: int | None) -> Path:
+    from panowan.train.checkpoint import complete_checkpoints, is_complete
+
+    if not checkpoint_dir.is_dir():
+        raise ValueError(f"{checkpoint_dir}: checkpoint folder does not exist")
+    if step is not None:
+        folder = checkpoint_dir / f"checkpoint-{step}"
+        if not folder.is_dir():
+            found = [s for s, _ in complete_checkpoints(checkpoint_dir)]
+            raise ValueError(f"{folder}: no such checkpoint (complete checkpoints: steps {found})")
+    elif (checkpoint_dir / "weights").is_dir() or (checkpoint_dir / "trainable_config.json").is_file():
+        folder = checkpoint_dir
+    else:
+        found = complete_checkpoints(checkpoint_dir)
+        if not found:
+            raise ValueError(f"{checkpoint_dir}: holds no complete checkpoint-STEP folder")
+        folder = found[-1][1]
+    if (folder / "weights").is_dir() and not is_complete(folder):
+        raise ValueError(
+            f"{folder}: checkpoint is incomplete (no COMPLETE marker; the run stopped while saving)"
+        )
+    return folder
+
+
+def resolve_model(args: argparse.Namespace) -> ModelSource:
+    """Which model to load, checked against the flags (preset, LoRA rank) before any weight is read."""
+    import json
+
+    from panowan.models.lora import read_trainable_config
+    from panowan.models.presets import get_preset
+
+    if args.checkpoint_dir:
+        folder = _checkpoint_folder(Path(args.checkpoint_dir), args.checkpoint_step)
+        weights = folder / "weights" if (folder / "weights").is_dir() else folder
+        lora, config = read_trainable_config(weights)
+        train_cfg = {}
+        if (folder / "config.json").is_file():
+            train_cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        source = ModelSource("checkpoint", config, lora, weights, train_cfg, f"checkpoint {folder}")
+    elif args.base_model_dir:
+        raise ValueError(
+            "--base_model_dir alone has no trained dual-stream weights: pass --checkpoint_dir too"
+        )
+    elif args.checkpoint_step is not None:
+        raise ValueError("--checkpoint_step needs --checkpoint_dir")
+    else:
+        source = embedded_source()
+    cfg = source.model_config
+    if args.preset is not None:
+        preset = get_preset(args.preset)
+        keys = ("wan", "codec", "analytic_pool", "pose_dim", "plucker_hidden", "interaction_inner_dim")
+        diff = sorted(k for k in (*keys, "interaction_heads") if getattr(preset, k) != getattr(cfg, k))
+        if diff:
+            raise ValueError(f"{source.description} was trained with another model configuration than preset "
+                             f"{args.preset!r} (differs in {diff})")  # fmt: skip
+    if args.lora_rank is not None:
+        have = None if source.lora is None else source.lora.rank
+        if have != args.lora_rank:
+            raise ValueError(
+                f"{source.description} has LoRA rank {have}, but --lora_rank is {args.lora_rank}"
+            )
+    if cfg.codec != "analytic" and not args.base_model_dir:
+        raise ValueError(
+            f"{source.description} uses the pretrained Wan VAE and transformer: pass --base_model_dir"
+        )
+    if args.base_model_dir and cfg.codec == "analytic":
+        warnings.warn("the model needs no pretrained files; --base_model_dir is ignored", stacklevel=2)
+    return source
+
+
+def embedded_source() -> ModelSource:
+    """The default model shipped in panowan/assets, or (with a warning) an untrained initialisation."""
+    import json
+
+    from panowan.models.lora import LoraSettings
+    from panowan.models.presets import DualStreamConfig, get_preset
+
+    cfg_path, weights = ASSETS / EMBEDDED_CONFIG, ASSETS / EMBEDDED_WEIGHTS
+    if not (cfg_path.is_file() and weights.is_file()):
+        warnings.warn(
+            f"no trained default model in {ASSETS} ({EMBEDDED_CONFIG} + {EMBEDDED_WEIGHTS}): using an UNTRAINED "
+            "initialisation of the tiny preset; its completions are noise, not results",
+            stacklevel=2,
+        )
+        return ModelSource("untrained", get_preset("tiny"), None, None, {}, "untrained tiny model")
+    meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+    if meta.get("format") != EMBEDDED_FORMAT:
+        raise ValueError(f"{cfg_path}: unknown format {meta.get('format')!r} (expected {EMBEDDED_FORMAT})")
+    lora = (
+        None
+        if meta["lora"] is None
+        else LoraSettings(
+            int(meta["lora"]["rank"]), float(meta["lora"]["alpha"]), tuple(meta["lora"]["targets"])
+        )
+    )
+    return ModelSource("embedded", DualStreamConfig.from_dict(meta["model"]), lora, weights,
+                       meta.get("train", {}), f"embedded model {weights}")  # fmt: skip
+
+
+def build_model(source: ModelSource, base_model_dir: str | None, device, dtype):
+    """(model, codec, encoder) for a resolved source. Heavy: reads the weights."""
+    import torch
+    from diffusers import WanTransformer3DModel
+
+    from panowan.models.codec import build_codec
+    from panowan.models.dual_stream import DualStreamWan
+    from panowan.models.encoders import build_encoder
+    from panowan.models.lora import add_lora, load_trainable
+
+    cfg = source.model_config
+    vae = None
+    encoder_src: Any = cfg
+    if cfg.codec != "analytic":
+        from panowan.models.loading import load_base_model
+
+        base_model = load_base_model(base_model_dir, dtype=dtype, preset=cfg)
+        base, vae, encoder_src = base_model.transformer, base_model.vae.to(device).eval(), base_model
+    else:
+        # The trainer's seeded random base (train seed = init_seed); the embedded model overwrites it.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.init_seed)
+            base = WanTransformer3DModel(**cfg.wan).eval()
+    model = DualStreamWan.from_base(base, cfg)
+    if source.lora is not None:
+        add_lora(model, source.lora.rank, source.lora.alpha, source.lora.targets)
+    if source.kind == "checkpoint":
+        load_trainable(model, source.weights)
+    elif source.kind == "embedded":
+        from safetensors.torch import load_model
+
+        load_model(model, str(source.weights), strict=True)
+    model = model.to(device, dtype).eval().requires_grad_(False)
+    codec = build_codec(cfg, vae)
+    encoder = build_encoder(encoder_src, device=device) if cfg.codec != "analytic" else build_encoder(cfg)
+    return model, codec, encoder
+
+
+def export_embedded(model, source_info: dict[str, Any], out_dir: str | os.PathLike = ASSETS) -> list[Path]:
+    """Write a model as the embedded default: full state dict (safetensors) + config json."""
+    from safetensors.torch import save_model
+
+    from panowan.utils.atomic import atomic_write, atomic_write_json
+
+    out_dir = Path(out_dir)
+    lora = None if model.lora_settings is None else model.lora_settings.to_dict()
+    weights = out_dir / EMBEDDED_WEIGHTS
+    atomic_write(weights, lambda p: save_model(model.float().cpu(), str(p)))
+    meta = {"format": EMBEDDED_FORMAT, "model": model.config.to_dict(), "lora": lora, "train": source_info}
+    atomic_write_json(out_dir / EMBEDDED_CONFIG, meta)
+    return [weights, out_dir / EMBEDDED_CONFIG]
+
+
+# ------------------------------------------------------------------------------------------------- data
+def open_rooms(data_root: str, rooms: list[str] | None, num_frames: int, resolution: int | None, seed: int):
+    """(dataset, indices of the rooms to complete); every room validated (prepared, views, poses)."""
+    from panowan.data.dataset import RoomDataset
+
+    if not Path(data_root).is_dir():
+        raise ValueError(f"{data_root}: data root is not a directory")
+    dataset = RoomDataset(data_root, num_frames=num_frames, height=resolution, seed=seed)
+    ids = [info.paths.room_id for info in dataset.rooms]
+    if rooms is None:
+        return dataset, list(range(len(ids)))
+    missing = sorted(set(rooms) - set(ids))
+    if missing:
+        raise ValueError(f"{data_root}: rooms {missing} not found or unusable (usable: {ids[:10]})")
+    return dataset, [ids.index(r) for r in rooms]
+
+
+def default_settings(source: ModelSource, args: argparse.Namespace) -> tuple[int, int | None, float]:
+    """num_frames, resolution, flow_shift: flags, else the training run's values, else defaults."""
+    train = source.train_config or {}
+    num_frames = args.num_frames or int(train.get("num_frames", 17))
+    resolution = args.resolution or train.get("resolution")
+    flow_shift = args.flow_shift if args.flow_shift is not None else float(train.get("flow_shift", 3.0))
+    return num_frames, resolution, flow_shift
+
+
+def infer(args: argparse.Namespace) -> list[Path]:
+    """The whole command; returns the room folders written."""
+    import torch
+
+    from panowan.sample.pipeline import complete_room, write_completion
+
+    if args.num_inference_steps < 1:
+        raise ValueError(f"--num_inference_steps must be >= 1, got {args.num_inference_steps}")
+    if args.guidance_scale < 1:
+        raise ValueError(f"--guidance_scale must be >= 1, got {args.guidance_scale}")
+    source = resolve_model(args)
+    num_frames, resolution, flow_shift = default_settings(source, args)
+    dataset, indices = open_rooms(args.data_root, args.rooms, num_frames, resolution, args.seed)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = getattr(torch, args.dtype)
+    log.info("loading %s", source.description)
+    model, codec, encoder = build_model(source, args.base_model_dir, device, dtype)
+    written = []
+    for index in indices:
+        sample = dataset[index]
+        info = dataset.rooms[index]
+        poses = [info.poses[info.views.index(v)] for v in sample.view_indices]
+        completion = complete_room(
+            model, codec, encoder, sample, steps=args.num_inference_steps, guidance=args.guidance_scale,
+            seed=args.seed, sampler=args.sampler, flow_shift=flow_shift, composite=not args.no_composite,
+            seam_roll=not args.no_seam_roll, negative_prompt=args.negative_prompt,
+        )  # fmt: skip
+        completion.settings["model"] = source.description if source.kind == "checkpoint" else source.kind
+        written.append(write_completion(args.output_dir, completion, poses, point_stride=args.point_stride))
+        log.info("wrote %s", written[-1])
+    return written
+
+
+def run(args: argparse.Namespace) -> int:
+    infer(args)
+    return 0

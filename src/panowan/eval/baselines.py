@@ -1,0 +1,98 @@
+"""Classical baselines, written in the layout of `panowan infer` so that the same metrics apply.
+
+- "copy": the reprojected input unchanged (holes stay black, depth 0 there): what the conditioning
+  alone already gives.
+- "telea" / "ns": OpenCV inpainting (`cv2.inpaint`, Telea's fast marching or Navier-Stokes) of the
+  reprojected RGB (uint8) and of the reprojected range (float32) over the holes. The ERP seam is
+  handled by padding each side with the other side's columns before inpainting and cropping after,
+  so the fill flows across it.
+
+View 0 is complete in the input, so every baseline returns it unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+BASELINES = ("copy", "telea", "ns")
+INPAINT_RADIUS = 3
+
+
+def _wrap_pad(x: np.ndarray, pad: int) -> np.ndarray:
+    """Pad columns (axis 1) with the wrapped columns of the other side."""
+    return np.concatenate([x[:, -pad:], x, x[:, :pad]], axis=1)
+
+
+def inpaint_erp(
+    image: np.ndarray, hole_HW: np.ndarray, method: str, radius: int = INPAINT_RADIUS
+) -> np.ndarray:
+    """Inpaint the `hole_HW` pixels of an ERP image (H x W x 3 uint8, or H x W float32) across the seam.
+
+    The padding is a quarter of the width, so holes that touch the seam see content from the other side.
+    """
+    import cv2
+
+    if method not in ("telea", "ns"):
+        raise ValueError(f"unknown inpainting method {method!r} (telea or ns)")
+    if not hole_HW.any():
+        return image.copy()
+    flag = cv2.INPAINT_TELEA if method == "telea" else cv2.INPAINT_NS
+    pad = max(1, image.shape[1] // 4)
+    src = np.ascontiguousarray(_wrap_pad(image, pad))
+    mask = np.ascontiguousarray(_wrap_pad(hole_HW.astype(np.uint8) * 255, pad))
+    out = cv2.inpaint(src, mask, radius, flag)
+    return np.ascontiguousarray(out[:, pad:-pad])
+
+
+def baseline_view(cond_rgb: np.ndarray, cond_depth: np.ndarray, known_HW: np.ndarray, method: str):
+    """One view's baseline prediction: (rgb H x W x 3 uint8, depth H x W float32 metres)."""
+    hole = ~known_HW
+    rgb = np.where(known_HW[..., None], cond_rgb, 0).astype(np.uint8)
+    depth = np.where(known_HW, cond_depth, 0).astype(np.float32)
+    if method == "copy" or not hole.any():
+        return rgb, depth
+    if known_HW.sum() == 0:
+        raise ValueError("cannot inpaint a view with no known pixel")
+    return inpaint_erp(rgb, hole, method), inpaint_erp(depth, hole, method).astype(np.float32)
+
+
+def run_baseline(data_root: str | os.PathLike, output_dir: str | os.PathLike, method: str,
+                 rooms: list[str] | None = None, *, point_stride: int = 1) -> list[Path]:  # fmt: skip
+    """Write `method`'s predictions for every view of every room (or of `rooms`, ids 'area/room')."""
+    import torch
+
+    from panowan.data.io import read_depth, read_mask, read_rgb
+    from panowan.data.layout import scan_rooms
+    from panowan.sample.pipeline import write_room
+
+    if method not in BASELINES:
+        raise ValueError(f"unknown baseline {method!r}; choose one of {BASELINES}")
+    from panowan.data.dataset import known_mask, validate_room
+
+    written = []
+    for room in scan_rooms(data_root):
+        info = validate_room(room)
+        if rooms is not None and info.paths.room_id not in rooms:
+            continue
+        paths, size = info.paths, info.size
+        rgbs, depths = [], []
+        for view in info.views:
+            if view == 0:
+                rgb, depth = read_rgb(paths.ref_rgb, size, room), read_depth(paths.ref_depth, size, room)
+                depth = np.where(np.isfinite(depth) & (depth > 0), depth, 0).astype(np.float32)
+            else:
+                depth = read_depth(paths.cond_depth(view), size, room)
+                mask_file = read_mask(paths.cond_mask(view), size, room) if info.has_mask.get(view) else None
+                known = known_mask(depth, mask_file, "known", paths, view)
+                rgb, depth = baseline_view(read_rgb(paths.cond_rgb(view), size, room), depth, known, method)
+            rgbs.append(torch.from_numpy(rgb).permute(2, 0, 1).float() / 255)
+            depths.append(torch.from_numpy(depth)[None])
+        out = write_room(
+            Path(output_dir) / paths.room_id, info.views, torch.stack(rgbs), torch.stack(depths), info.poses,
+            {"room": paths.room_id, "baseline": method}, point_stride=point_stride,
+        )  # fmt: skip
+        written.append(out)
+    return written

@@ -1,0 +1,260 @@
+"""End-to-end inference on a tiny synthetic room: files, reproducibility, point cloud, bad inputs."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from panowan.commands import infer as infer_cmd
+
+ROOM = "area_000/room_0000"
+
+
+def _args(data_root, output_dir, *extra: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    infer_cmd.add_arguments(parser)
+    return parser.parse_args(["--data_root", str(data_root), "--output_dir", str(output_dir),
+                              "--num_inference_steps", "2", "--num_frames", "5", *extra])  # fmt: skip
+
+
+def _infer(data_root, output_dir, *extra: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the untrained-default warning
+        return infer_cmd.infer(_args(data_root, output_dir, *extra))
+
+
+def _digests(folder):
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def two_runs(prepared_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("infer")
+    _infer(prepared_root, out / "a", "--seed", "7")
+    _infer(prepared_root, out / "b", "--seed", "7")
+    _infer(prepared_root, out / "c", "--seed", "8", "--no_composite")
+    return out
+
+
+def test_same_seed_same_files(two_runs):
+    a, b = _digests(two_runs / "a"), _digests(two_runs / "b")
+    assert len(a) == 5 * 4 + 2  # 4 files per view, room.ply, completion.json
+    assert a == b
+    c = _digests(two_runs / "c")
+    assert c[f"{ROOM}/panorama_0001.png"] != a[f"{ROOM}/panorama_0001.png"]
+
+
+def test_outputs_layout_and_units(two_runs, prepared_root):
+    import cv2
+
+    room = two_runs / "a" / ROOM
+    for v in range(5):
+        rgb = cv2.imread(str(room / f"panorama_{v:04d}.png"), cv2.IMREAD_UNCHANGED)
+        assert rgb.shape == (32, 64, 3) and rgb.dtype == np.uint8
+        depth = np.load(room / f"panorama_{v:04d}_depth.npy")
+        assert depth.dtype == np.float32 and depth.shape == (32, 64) and (depth > 0).all()
+        mm = cv2.imread(str(room / f"panorama_{v:04d}_depth.png"), cv2.IMREAD_UNCHANGED)
+        assert mm.dtype == np.uint16
+        np.testing.assert_array_equal(mm, np.clip(np.round(depth * 1000), 0, 65535).astype(np.uint16))
+        assert cv2.imread(str(room / f"panorama_{v:04d}_depth_color.png")).shape == (32, 64, 3)
+    # view 0 is known everywhere: composited output equals the input panorama and its depth
+    src = prepared_root / ROOM / "input"
+    np.testing.assert_array_equal(
+        cv2.imread(str(room / "panorama_0000.png")), cv2.imread(str(src / "panorama_0000.png"))
+    )
+    np.testing.assert_allclose(
+        np.load(room / "panorama_0000_depth.npy"), np.load(src / "panorama_0000_depth.npy"), rtol=1e-5
+    )
+    meta = json.loads((room / "completion.json").read_text())
+    assert meta["views"] == [0, 1, 2, 3, 4] and meta["seed"] == 7 and meta["composite"] is True
+
+
+def test_point_cloud_opens_with_trimesh(two_runs):
+    import trimesh
+
+    room = two_runs / "a" / ROOM
+    cloud = trimesh.load(room / "room.ply")
+    depths = [np.load(room / f"panorama_{v:04d}_depth.npy") for v in range(5)]
+    assert len(cloud.vertices) == sum(int((d > 0).sum()) for d in depths)
+    assert cloud.colors.shape[0] == len(cloud.vertices)
+    # View 0's points come first and are in its own frame: range = |point|.
+    n0 = int((depths[0] > 0).sum())
+    np.testing.assert_allclose(
+        np.linalg.norm(cloud.vertices[:n0], axis=1), depths[0][depths[0] > 0], rtol=1e-5
+    )
+
+
+def test_point_cloud_view1_frame(two_runs, prepared_root):
+    import trimesh
+
+    from panowan.geometry.pointcloud import backproject_erp
+    from panowan.geometry.pose import load_pose
+
+    room = two_runs / "a" / ROOM
+    cloud = np.asarray(trimesh.load(room / "room.ply").vertices)
+    d0 = np.load(room / "panorama_0000_depth.npy")
+    d1 = np.load(room / "panorama_0001_depth.npy")
+    p0 = load_pose(prepared_root / ROOM / "input" / "pose_0000.json")
+    p1 = load_pose(prepared_root / ROOM / "input" / "pose_0001.json")
+    world, _ = backproject_erp(torch.from_numpy(d1).double(), p1)
+    in_view0 = p0.world_to_camera(world).numpy()  # independent route: world points into view 0's camera
+    n0, n1 = int((d0 > 0).sum()), int((d1 > 0).sum())
+    np.testing.assert_allclose(cloud[n0 : n0 + n1], in_view0, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------- bad input
+def _copy_room(prepared_root, tmp_path):
+    dst = tmp_path / "data"
+    shutil.copytree(prepared_root, dst)
+    return dst
+
+
+def _no_heavy_work(monkeypatch):
+    """Fail loudly if a model is built: the errors below must come first."""
+
+    def boom(*a, **k):
+        raise AssertionError("the model was built before the input was checked")
+
+    monkeypatch.setattr(infer_cmd, "build_model", boom)
+
+
+def test_unprepared_room_error(prepared_root, tmp_path, monkeypatch):
+    _no_heavy_work(monkeypatch)
+    data = _copy_room(prepared_root, tmp_path)
+    (data / ROOM / "input" / "pano0000_to_pano0003_rgb.png").unlink()
+    with pytest.raises(ValueError, match=r"pano0000_to_pano0003_rgb\.png.*panowan prepare"):
+        _infer(data, tmp_path / "out")
+
+
+def test_missing_view_error(prepared_root, tmp_path, monkeypatch):
+    _no_heavy_work(monkeypatch)
+    data = _copy_room(prepared_root, tmp_path)
+    (data / ROOM / "input" / "pose_0002.json").unlink()
+    with pytest.raises(ValueError, match=r"pose_0002\.json"):
+        _infer(data, tmp_path / "out")
+
+
+def test_unknown_room_error(prepared_root, tmp_path, monkeypatch):
+    _no_heavy_work(monkeypatch)
+    with pytest.raises(ValueError, match="area_000/nope"):
+        _infer(prepared_root, tmp_path / "out", "--rooms", "area_000/nope")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A checkpoint folder as the trainer writes it (weights/ via save_trainable, COMPLETE marker)."""
+    from panowan.models.lora import add_lora, save_trainable
+    from panowan.models.testing import tiny_dual_stream
+
+    root = tmp_path_factory.mktemp("run")
+    model, _ = tiny_dual_stream(seed=0)
+    add_lora(model, 4)
+    folder = root / "checkpoint-10"
+    save_trainable(model, folder / "weights")
+    (folder / "COMPLETE").write_text("")
+    (folder / "config.json").write_text(json.dumps({"num_frames": 5, "resolution": 32, "flow_shift": 3.0}))
+    return root
+
+
+def test_checkpoint_runs(prepared_root, checkpoint, tmp_path):
+    out = _infer(prepared_root, tmp_path / "out", "--checkpoint_dir", str(checkpoint), "--checkpoint_step", "10",
+                 "--lora_rank", "4", "--preset", "tiny")  # fmt: skip
+    assert (out[0] / "room.ply").is_file()
+
+
+def test_lora_rank_mismatch_error(prepared_root, checkpoint, tmp_path, monkeypatch):
+    _no_heavy_work(monkeypatch)
+    with pytest.raises(ValueError, match=r"LoRA rank 4.*--lora_rank is 8"):
+        _infer(prepared_root, tmp_path / "out", "--checkpoint_dir", str(checkpoint), "--lora_rank", "8")
+
+
+def test_other_configuration_error(prepared_root, checkpoint, tmp_path, monkeypatch):
+    _no_heavy_work(monkeypatch)
+    with pytest.raises(ValueError, match="another model configuration"):
+        _infer(
+            prepared_root,
+            tmp_path / "out",
+            "--checkpoint_dir",
+            str(checkpoint),
+            "--preset",
+            "wan2.1-1.3b-i2v",
+        )
+
+
+def test_missing_checkpoint_step_error(prepared_root, checkpoint, tmp_path, monkeypatch):
+    _no_heavy_work(monkeypatch)
+    with pytest.raises(ValueError, match=r"checkpoint-99.*steps \[10\]"):
+        _infer(
+            prepared_root, tmp_path / "out", "--checkpoint_dir", str(checkpoint), "--checkpoint_step", "99"
+        )
+
+
+def test_config_mismatch_in_weights_is_caught(prepared_root, checkpoint, tmp_path):
+    """A weights folder whose tensors do not fit its config: load_trainable names the file."""
+    from safetensors.torch import load_file, save_file
+
+    bad = tmp_path / "run"
+    shutil.copytree(checkpoint, bad)
+    path = bad / "checkpoint-10" / "weights" / "plucker_net.safetensors"
+    tensors = load_file(path)
+    key = next(iter(tensors))
+    tensors[key] = torch.zeros(*[s + 1 for s in tensors[key].shape])
+    save_file(tensors, path)
+    with pytest.raises(ValueError, match=r"plucker_net\.safetensors"):
+        _infer(prepared_root, tmp_path / "out", "--checkpoint_dir", str(bad))
+
+
+def test_embedded_model_roundtrip(tmp_path, monkeypatch):
+    """export_embedded writes what the default-model path loads back, tensor for tensor."""
+    from panowan.models.lora import add_lora
+    from panowan.models.testing import tiny_dual_stream
+
+    model, _ = tiny_dual_stream(seed=3)
+    add_lora(model, 4)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # not the initialisation: a load must really copy
+    files = infer_cmd.export_embedded(model, {"resolution": 32, "synth_seeds": [0]}, tmp_path)
+    assert sum(f.stat().st_size for f in files) < 20 * 2**20
+    monkeypatch.setattr(infer_cmd, "ASSETS", tmp_path)
+    source = infer_cmd.embedded_source()
+    assert source.kind == "embedded" and source.lora.rank == 4 and source.train_config["resolution"] == 32
+    loaded, _, _ = infer_cmd.build_model(source, None, torch.device("cpu"), torch.float32)
+    ours, theirs = model.state_dict(), loaded.state_dict()
+    assert ours.keys() == theirs.keys()
+    for k in ours:
+        torch.testing.assert_close(theirs[k], ours[k], rtol=0, atol=0)
+
+
+def test_untrained_default_warns(monkeypatch, tmp_path):
+    monkeypatch.setattr(infer_cmd, "ASSETS", tmp_path)
+    with pytest.warns(UserWarning, match="UNTRAINED"):
+        assert infer_cmd.embedded_source().kind == "untrained"
+
+
+def test_guidance_runs_unconditional_pass(prepared_root, tmp_path, monkeypatch):
+    """guidance 2 doubles the model calls of guidance 1 (the negative-prompt pass)."""
+    from panowan.models.dual_stream import DualStreamWan
+
+    calls = []
+    original = DualStreamWan.forward
+
+    def counting(self, *a, **k):
+        calls.append(k["text"].abs().sum().item())
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(DualStreamWan, "forward", counting)
+    _infer(prepared_root, tmp_path / "g1", "--guidance_scale", "1")
+    n1 = len(calls)
+    calls.clear()
+    _infer(prepared_root, tmp_path / "g2", "--guidance_scale", "2")
+    assert n1 == 2 and len(calls) == 4
+    assert sum(c == 0 for c in calls) == 2  # the empty negative prompt encodes to zeros
