@@ -25,7 +25,9 @@ def check_erp_size(height: int, width: int) -> None:
         raise ValueError(f"an ERP panorama must be 2:1 (W = 2H); got H={height}, W={width}")
 
 
-def pixel_to_angles(u: torch.Tensor, v: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pixel_to_angles(
+    u: torch.Tensor, v: torch.Tensor, height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixel coordinates (any shape, pixel centres at integers) -> (phi, theta) in radians."""
     phi = ((u + 0.5) / width - 0.5) * (2 * math.pi)
     theta = (0.5 - (v + 0.5) / height) * math.pi

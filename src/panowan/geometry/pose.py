@@ -48,7 +48,9 @@ def matrix_to_quaternion(matrix: torch.Tensor) -> torch.Tensor:
         ),
         dim=-2,
     )  # fmt: skip
-    lead = torch.stack((1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22), -1)
+    lead = torch.stack(
+        (1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22), -1
+    )
     best = lead.argmax(dim=-1, keepdim=True)
     q = torch.gather(cands, -2, best.unsqueeze(-1).expand(*best.shape[:-1], 1, 4)).squeeze(-2)
     q = q / q.norm(dim=-1, keepdim=True)
@@ -75,7 +77,9 @@ class Pose:
 
     def __post_init__(self) -> None:
         if self.rotation.shape[-2:] != (3, 3) or self.position.shape[-1:] != (3,):
-            raise ValueError(f"Pose needs rotation [...,3,3] and position [...,3]; got {tuple(self.rotation.shape)}, {tuple(self.position.shape)}")
+            raise ValueError(
+                f"Pose needs rotation [...,3,3] and position [...,3]; got {tuple(self.rotation.shape)}, {tuple(self.position.shape)}"
+            )
 
     @staticmethod
     def identity(dtype: torch.dtype = torch.float64) -> Pose:
@@ -90,10 +94,15 @@ class Pose:
     def relative_to(self, reference: Pose) -> Pose:
         """This pose expressed in `reference`'s camera frame (so `reference` becomes the identity)."""
         r_ref = reference.rotation
-        return Pose(self.rotation @ r_ref.transpose(-1, -2), (self.position - reference.position) @ r_ref.transpose(-1, -2))
+        return Pose(
+            self.rotation @ r_ref.transpose(-1, -2),
+            (self.position - reference.position) @ r_ref.transpose(-1, -2),
+        )
 
     def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> Pose:
-        return Pose(self.rotation.to(device=device, dtype=dtype), self.position.to(device=device, dtype=dtype))
+        return Pose(
+            self.rotation.to(device=device, dtype=dtype), self.position.to(device=device, dtype=dtype)
+        )
 
 
 def stack_poses(poses: list[Pose]) -> Pose:
@@ -121,7 +130,9 @@ class PoseFormat:
         if self.quaternion_order not in ("wxyz", "xyzw"):
             raise ValueError(f"quaternion_order must be 'wxyz' or 'xyzw', not {self.quaternion_order!r}")
         if self.direction not in ("world_to_camera", "camera_to_world"):
-            raise ValueError(f"direction must be 'world_to_camera' or 'camera_to_world', not {self.direction!r}")
+            raise ValueError(
+                f"direction must be 'world_to_camera' or 'camera_to_world', not {self.direction!r}"
+            )
 
 
 def _numbers(value, n: int, path: Path, key: str) -> list[float]:
@@ -179,3 +190,18 @@ def pose_to_json(pose: Pose) -> dict:
     """Pose -> the JSON object of the data layout (world -> camera quaternion, w x y z)."""
     q = matrix_to_quaternion(pose.rotation.to(torch.float64))
     return {"position": [float(x) for x in pose.position], "rotation_quaternion": [float(x) for x in q]}
+
+
+def relative_poses(poses: Pose, ref_index: int = 0) -> Pose:
+    """F-stacked poses (`rotation_F33`, `position_F3`) expressed in view `ref_index`'s camera frame.
+
+    The reference view becomes the identity; every other view keeps its pose relative to it.
+    """
+    if poses.rotation.dim() != 3:
+        shape = tuple(poses.rotation.shape)
+        raise ValueError(f"relative_poses needs F-stacked poses (rotation [F,3,3]); got {shape}")
+    count = poses.rotation.shape[0]
+    if not -count <= ref_index < count:
+        raise ValueError(f"ref_index {ref_index} is out of range for {count} poses")
+    reference = Pose(poses.rotation[ref_index], poses.position[ref_index])
+    return poses.relative_to(reference)
