@@ -165,6 +165,35 @@ _PRESETS: dict[str, DualStreamConfig] = {
         plucker_hidden=64,
         codec="wan_vae",
     ),
+    # The embedded default model (panowan/assets): 8 blocks of width 96, analytic codec, about 3.9M
+    # parameters with LoRA on every linear layer; trained from a seeded random base (see README).
+    "small": DualStreamConfig(
+        wan={
+            "patch_size": (1, 2, 2),
+            "num_attention_heads": 4,
+            "attention_head_dim": 24,
+            "in_channels": 2 * 48 + 4,
+            "out_channels": 48,
+            "text_dim": 32,
+            "freq_dim": 32,
+            "ffn_dim": 192,
+            "num_layers": 8,
+            "cross_attn_norm": True,
+            "qk_norm": "rms_norm_across_heads",
+            "eps": 1e-6,
+            "image_dim": 32,
+            "added_kv_proj_dim": 96,
+            "rope_max_seq_len": 1024,
+            "pos_embed_seq_len": None,
+        },
+        interaction_interval=2,
+        interaction_inner_dim=64,
+        interaction_heads=2,
+        pose_dim=48,
+        plucker_hidden=24,
+        codec="analytic",
+        analytic_pool=4,
+    ),
     # CPU-sized: 8 blocks of width 32, analytic codec (z = 48); < 1 s at 5 views x 32x64.
     "tiny": DualStreamConfig(
         wan={
@@ -199,7 +228,7 @@ PRESET_NAMES = tuple(_PRESETS)
 
 
 def get_preset(name: str) -> DualStreamConfig:
-    """A fresh copy of the named configuration ("tiny", "wan2.1-i2v-14b", "wan2.1-1.3b-i2v")."""
+    """A fresh copy of the named configuration ("tiny", "small", "wan2.1-i2v-14b", "wan2.1-1.3b-i2v")."""
     if name not in _PRESETS:
         raise ValueError(f"unknown model preset {name!r}; choose one of {PRESET_NAMES}")
     return copy.deepcopy(_PRESETS[name])

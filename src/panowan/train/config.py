@@ -73,6 +73,11 @@ class TrainConfig:
     # --- model -----------------------------------------------------------------------------------
     lora_rank: int = _f(32, "LoRA rank of each stream's Wan attention projections")
     lora_alpha: float | None = _f(None, "LoRA alpha (scaling alpha / rank); default: the rank")
+    lora_targets: list[str] = _f(
+        ["to_q", "to_k", "to_v", "to_out.0"],
+        "module names (suffixes inside each Wan transformer) that get LoRA; e.g. add ffn.net.0.proj ffn.net.2 "
+        "proj_out patch_embedding to adapt a model whose base has no pretrained weights",
+    )
     interaction_interval: int | None = _f(
         None, "an interaction layer after every N Wan blocks (default: the preset's)"
     )
@@ -179,7 +184,7 @@ class TrainConfig:
             raise ValueError("--output_dir is required")
         if self.needs_pretrained() and not self.base_model_dir:
             raise ValueError(
-                f"--base_model_dir is required with preset {self.preset!r} (only 'tiny' needs no pretrained files)"
+                f"--base_model_dir is required with preset {self.preset!r} (only 'tiny' and 'small' need no pretrained files)"
             )
         if not self.needs_pretrained() and self.base_model_dir:
             warnings.warn(

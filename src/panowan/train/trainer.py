@@ -248,7 +248,7 @@ def build_model(config: TrainConfig, groups, device: torch.device) -> Built:
     model = DualStreamWan.from_base(
         base, model_config, groups.local_streams, groups.make_exchange(), reuse_base=True
     )
-    add_lora(model, config.lora_rank, config.lora_alpha, seed=config.seed)
+    add_lora(model, config.lora_rank, config.lora_alpha, tuple(config.lora_targets), seed=config.seed)
     freeze_base(model)
     model.to(device)
     if config.gradient_checkpointing:
