@@ -305,6 +305,35 @@ def diffusers_transformer_config(folder: Path, layout: str) -> dict[str, Any]:
     return original_to_diffusers_config(orig, shapes)
 
 
+def config_for_base(folder: str | os.PathLike) -> DualStreamConfig:
+    """The `DualStreamConfig` of a base model folder (preset "from_base"): the architecture of its transformer
+    (config only, no weights) with interaction settings sized to its width: an interaction layer every 4 blocks
+    (every num_layers // 2 for shallower models), attention width min(1024, D) in heads of 128 (one head below
+    that), pose features min(256, D) wide."""
+    import inspect
+
+    from diffusers import WanTransformer3DModel
+
+    from panowan.models.presets import DualStreamConfig
+
+    folder = Path(folder)
+    cfg = diffusers_transformer_config(folder, detect_layout(folder, ("transformer",)))
+    check_i2v_config(cfg, folder)
+    names = inspect.signature(WanTransformer3DModel.__init__).parameters
+    wan = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items() if k in names and k != "self"}
+    dim = wan["num_attention_heads"] * wan["attention_head_dim"]
+    inner = min(1024, dim)
+    return DualStreamConfig(
+        wan=wan,
+        interaction_interval=4 if wan["num_layers"] >= 8 else max(1, wan["num_layers"] // 2),
+        interaction_inner_dim=inner,
+        interaction_heads=max(1, inner // 128),
+        pose_dim=min(256, dim),
+        plucker_hidden=min(128, dim),
+        codec="wan_vae",
+    )
+
+
 # ---------------------------------------------------------------------------------------- precision
 
 

@@ -11,6 +11,7 @@ Flag names follow the original training script (`--base_model_dir`, `--train_bat
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import os
@@ -31,7 +32,8 @@ ON_NONFINITE = ("skip", "abort")
 def _f(default: Any, help: str, **meta: Any) -> Any:
     """A dataclass field whose metadata holds its help text (and optional argparse `choices`)."""
     if isinstance(default, list | dict):
-        return field(default_factory=lambda: default, metadata={"help": help, **meta})
+        # A fresh copy per instance: a shared list default would leak edits between configs.
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help, **meta})
     return field(default=default, metadata={"help": help, **meta})
 
 
@@ -51,7 +53,9 @@ class TrainConfig:
         "pretrained Wan2.1-I2V folder (diffusers or original layout); required unless the preset needs no pretrained files (tiny)",
     )
     preset: str = _f(
-        "wan2.1-i2v-14b", "model size preset (panowan.models.presets): wan2.1-i2v-14b, wan2.1-1.3b-i2v, tiny"
+        "wan2.1-i2v-14b",
+        "model size preset (panowan.models.presets): wan2.1-i2v-14b, wan2.1-1.3b-i2v, tiny, small; or from_base: "
+        "the architecture of --base_model_dir's transformer with interaction layers sized to it",
     )
     config: str | None = _f(
         None, "JSON file of settings (field names as keys); flags given on the command line override it"
@@ -73,7 +77,7 @@ class TrainConfig:
     # --- model -----------------------------------------------------------------------------------
     lora_rank: int = _f(32, "LoRA rank of each stream's Wan attention projections")
     lora_alpha: float | None = _f(None, "LoRA alpha (scaling alpha / rank); default: the rank")
-    lora_targets: list[str] = _f(
+    lora_targets: list[str] = _f(  # noqa: RUF009 (a field() with help metadata)
         ["to_q", "to_k", "to_v", "to_out.0"],
         "module names (suffixes inside each Wan transformer) that get LoRA; e.g. add ffn.net.0.proj ffn.net.2 "
         "proj_out patch_embedding to adapt a model whose base has no pretrained weights",
@@ -175,7 +179,7 @@ class TrainConfig:
         """True unless the preset builds everything from scratch (its codec needs no VAE weights)."""
         from panowan.models.presets import get_preset
 
-        return get_preset(self.preset).codec != "analytic"
+        return self.preset == "from_base" or get_preset(self.preset).codec != "analytic"
 
     def _check_required(self) -> None:
         if not self.data_root:
@@ -234,7 +238,8 @@ class TrainConfig:
             need(value in choices, f"--{name} must be one of {choices}, got {value!r}")
         from panowan.models.presets import PRESET_NAMES
 
-        need(self.preset in PRESET_NAMES, f"--preset must be one of {PRESET_NAMES}, got {self.preset!r}")
+        presets = (*PRESET_NAMES, "from_base")
+        need(self.preset in presets, f"--preset must be one of {presets}, got {self.preset!r}")
         if self.mse_weight + self.structural_weight + self.global_weight + self.ssim_weight == 0:
             raise ValueError("every loss weight is 0: nothing to train")
 

@@ -226,7 +226,12 @@ def build_model(config: TrainConfig, groups, device: torch.device) -> Built:
     from panowan.models.lora import add_lora, freeze_base
     from panowan.models.presets import get_preset
 
-    model_config = get_preset(config.preset)
+    if config.preset == "from_base":
+        from panowan.models.loading import config_for_base
+
+        model_config = config_for_base(config.base_model_dir)
+    else:
+        model_config = get_preset(config.preset)
     changes: dict[str, Any] = {"init_seed": config.seed}
     if config.interaction_interval is not None:
         changes["interaction_interval"] = config.interaction_interval
