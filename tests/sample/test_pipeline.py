@@ -21,7 +21,8 @@ def _args(data_root, output_dir, *extra: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     infer_cmd.add_arguments(parser)
     return parser.parse_args(["--data_root", str(data_root), "--output_dir", str(output_dir),
-                              "--num_inference_steps", "2", "--num_frames", "5", *extra])  # fmt: skip
+                              "--num_inference_steps", "2", "--num_frames", "5", "--resolution", "32",
+                              *extra])  # fmt: skip
 
 
 def _infer(data_root, output_dir, *extra: str):
