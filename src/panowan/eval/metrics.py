@@ -20,7 +20,7 @@ pixel counts). Everything is computed in float64. A metric over an empty region 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -379,6 +379,19 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.4g}"
 
 
+def table_rows(methods: dict) -> Iterator[tuple[str | None, str, dict, dict | None]]:
+    """(room, method, summary, consistency) in table order: every room's methods, then each method's mean
+    (room None). Shared by the markdown table and the HTML report so both list the same rows."""
+    rooms = sorted({r for res in methods.values() for r in res["rooms"]})
+    for room in rooms:
+        for method, res in methods.items():
+            if room in res["rooms"]:
+                r = res["rooms"][room]
+                yield room, method, r["mean"], r.get("consistency")
+    for method, res in methods.items():
+        yield None, method, res["mean"], None
+
+
 def markdown_table(methods: dict[str, dict]) -> str:
     """A markdown table: one row per (room, method) and per method's mean, from `evaluate_dir` results."""
     header = "| room | method | " + " | ".join(c[2] for c in TABLE_COLUMNS) + " |"
@@ -389,12 +402,6 @@ def markdown_table(methods: dict[str, dict]) -> str:
         cells = [_fmt(groups.get(g, {}).get(k)) for g, k, _ in TABLE_COLUMNS]
         return f"| {room} | {method} | " + " | ".join(cells) + " |"
 
-    rooms = sorted({r for res in methods.values() for r in res["rooms"]})
-    for room in rooms:
-        for method, res in methods.items():
-            if room in res["rooms"]:
-                r = res["rooms"][room]
-                lines.append(row(room, method, r["mean"], r.get("consistency")))
-    for method, res in methods.items():
-        lines.append(row("**mean**", method, res["mean"], None))
+    for room, method, summary, consistency in table_rows(methods):
+        lines.append(row("**mean**" if room is None else room, method, summary, consistency))
     return "\n".join(lines) + "\n"

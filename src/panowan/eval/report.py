@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from panowan.eval.metrics import TABLE_COLUMNS, _fmt
+from panowan.eval.metrics import TABLE_COLUMNS, _fmt, table_rows
 
 THUMB_WIDTH = 256
 
@@ -69,14 +69,8 @@ def metrics_html(methods: Mapping[str, dict]) -> str:
         name = f"<b>{html.escape(room)}</b>" if bold else html.escape(room)
         return f"<tr><td>{name}</td><td>{html.escape(method)}</td>{cells}</tr>"
 
-    rooms = sorted({r for res in methods.values() for r in res["rooms"]})
-    for room in rooms:
-        for method, res in methods.items():
-            if room in res["rooms"]:
-                r = res["rooms"][room]
-                rows.append(row(room, method, r["mean"], r.get("consistency")))
-    for method, res in methods.items():
-        rows.append(row("mean", method, res["mean"], None, bold=True))
+    for room, method, summary, consistency in table_rows(methods):
+        rows.append(row(room or "mean", method, summary, consistency, bold=room is None))
     return "<table>" + "".join(rows) + "</table>"
 
 
