@@ -130,7 +130,11 @@ class TrainConfig:
     ssim_weight: float = _f(0.1, "weight of the SSIM loss on decoded x0 frames (RGB and depth)")
     ssim_latent_frames: int = _f(2, "SSIM budget: decode this many leading latent frames (1 + 4(k-1) views)")
     ssim_crop: list[int] | None = _f(  # noqa: RUF009 (a field() with help metadata)
-        None, "SSIM budget: decode a random crop of ROWS COLS latent cells (default: whole panorama)", nargs=2
+        [32, 64],
+        "SSIM budget: decode a random crop of ROWS COLS latent cells (clipped to the panorama). The default,"
+        " 256x512 pixels, costs 8.9 GiB through the Wan VAE decoder with gradient; a whole 720x1440 panorama"
+        " does not fit an 80 GB card (BENCHMARKS.md)",
+        nargs=2,
     )
     latitude_weighting: bool = _f(False, "weight every loss by cos(latitude) (solid angle of ERP rows)")
     # --- checkpoints, faults ---------------------------------------------------------------------
