@@ -156,3 +156,35 @@ def test_four_ranks_match_one_pair_with_batch_two(tmp_path: Path) -> None:
             and not k.startswith(f"interactions.{STREAMS[1 - rank % 2]}.")
         }
         _compare(got, ref_grads, f"rank {rank}")
+
+
+def _context_parallel_worker(rank: int, out_dir: Path) -> None:
+    from panowan.parallel.context import ContextGroups, ContextParallelExchange, enable_context_parallel
+
+    groups = ContextGroups.from_world("cpu")
+    model = _build(groups.local_streams, ContextParallelExchange(groups))
+    enable_context_parallel(model.streams[groups.stream], groups, torch.device("cpu"))
+    seen: list[tuple[int, int]] = []  # (query tokens, key tokens) of every interaction layer
+    for layer in model.interactions[groups.stream]:
+        layer.register_forward_hook(lambda m, i, o: seen.append((i[0].shape[1], i[1].shape[1])))
+    kwargs, _ = _inputs(1)
+    kwargs = {**kwargs, "noisy": {groups.stream: kwargs["noisy"][groups.stream]},
+              "condition": {groups.stream: kwargs["condition"][groups.stream]}}  # fmt: skip
+    with torch.no_grad():
+        out = model(**kwargs)
+    torch.save({"stream": groups.stream, "out": out[groups.stream], "seen": seen}, out_dir / f"rank{rank}.pt")
+
+
+def test_context_parallel_equals_one_process(tmp_path: Path) -> None:
+    """Four ranks, each stream's tokens split over two (Ulysses attention inside Wan, full-sequence keys in the
+    interaction layers): every rank's output equals the one-process model's for its stream."""
+    run_ranks(4, _context_parallel_worker, tmp_path)
+    kwargs, _ = _inputs(1)
+    with torch.no_grad():
+        ref = _build(STREAMS)(**kwargs)
+    for rank, got in enumerate(load_results(tmp_path, 4)):
+        assert got["stream"] == STREAMS[rank // 2]
+        tokens = ref[got["stream"]][0, 0].numel() // 4  # latent cells / (2 x 2 patches) = tokens per stream
+        # Queries are the rank's half of the tokens; keys/values are whole sequences.
+        assert got["seen"] and all(q == tokens // 2 and k == tokens for q, k in got["seen"])
+        torch.testing.assert_close(got["out"], ref[got["stream"]], atol=TOL, rtol=0)
