@@ -192,7 +192,7 @@ def bench_baseline(args, device) -> dict:
     return out
 
 
-def bench_system(args, groups: StreamGroups, device) -> dict:
+def bench_system(args, groups: StreamGroups, device, train_steps: bool = True) -> dict:
     config = get_preset(args.preset)
     if args.interaction_inner_dim:
         config.interaction_inner_dim = args.interaction_inner_dim
@@ -229,10 +229,10 @@ def bench_system(args, groups: StreamGroups, device) -> dict:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     stats = getattr(exchange, "stats", None)
-    train = time_cuda(step, args.warmup, 1)
+    train = time_cuda(step, args.warmup, 1) if train_steps else [float("nan")]
     if stats is not None:
         stats.reset()
-    train += time_cuda(step, 0, args.steps - 1) if args.steps > 1 else []
+    train += time_cuda(step, 0, args.steps - 1) if train_steps and args.steps > 1 else []
     train_peak = peak_gib()
     exch_train = dict(vars(stats)) if stats is not None else {}
 
@@ -284,7 +284,11 @@ def main() -> None:
         default="",
         help="comma list of diffusers attention backends to time on the baseline forward",
     )
-    p.add_argument("--skip", default="", help="comma list of phases to skip: check,baseline,system")
+    p.add_argument(
+        "--skip",
+        default="",
+        help="comma list of phases to skip: check,baseline,system,train (the system's training steps)",
+    )
     p.add_argument("--seed", type=int, default=0, help="weights and inputs seed")
     p.add_argument("--out", default="bench_dual_stream.json", help="JSON output path (rank 0)")
     args = p.parse_args()
@@ -315,7 +319,7 @@ def main() -> None:
         dist.barrier()
     if "system" not in skip:
         log("phase 3: dual-stream system")
-        results["system"] = bench_system(args, groups, device)
+        results["system"] = bench_system(args, groups, device, train_steps="train" not in skip)
         per_rank = [None] * groups.world_size
         dist.all_gather_object(
             per_rank,
