@@ -181,8 +181,11 @@ def embedded_source() -> ModelSource:
                        meta.get("train", {}), f"embedded model {weights}")  # fmt: skip
 
 
-def build_model(source: ModelSource, base_model_dir: str | None, device, dtype):
-    """(model, codec, encoder) for a resolved source. Heavy: reads the weights."""
+def build_model(source: ModelSource, base_model_dir: str | None, device, dtype, groups=None):
+    """(model, codec, encoder) for a resolved source. Heavy: reads the weights.
+
+    `groups` (`panowan.parallel.groups.StreamGroups`, under torchrun) restricts the model to this rank's stream
+    and connects it to its peer; default: one process holds both streams."""
     import torch
     from diffusers import WanTransformer3DModel
 
@@ -204,7 +207,12 @@ def build_model(source: ModelSource, base_model_dir: str | None, device, dtype):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.init_seed)
             base = WanTransformer3DModel(**cfg.wan).eval()
-    model = DualStreamWan.from_base(base, cfg)
+    if groups is None:
+        model = DualStreamWan.from_base(base, cfg)
+    else:
+        model = DualStreamWan.from_base(
+            base, cfg, groups.local_streams, groups.make_exchange(), reuse_base=True
+        )
     if source.lora is not None:
         add_lora(model, source.lora.rank, source.lora.alpha, source.lora.targets)
     if source.kind == "checkpoint":
@@ -212,7 +220,14 @@ def build_model(source: ModelSource, base_model_dir: str | None, device, dtype):
     elif source.kind == "embedded":
         from safetensors.torch import load_model
 
-        load_model(model, str(source.weights), strict=True)
+        missing, unexpected = load_model(model, str(source.weights), strict=False)
+        # The file holds both streams; a one-stream model (torchrun) must find all of its own tensors in it.
+        foreign = [k for k in unexpected if not any(k.startswith(f"{p}.{o}.") for p in ("streams", "interactions")
+                                                    for o in ("rgb", "depth") if o not in model.local_streams)]  # fmt: skip
+        if missing or foreign:
+            raise ValueError(
+                f"{source.weights}: does not match its config (missing {missing[:3]}, unexpected {foreign[:3]})"
+            )
     model = model.to(device, dtype).eval().requires_grad_(False)
     codec = build_codec(cfg, vae)
     encoder = build_encoder(encoder_src, device=device) if cfg.codec != "analytic" else build_encoder(cfg)
@@ -273,10 +288,20 @@ def infer(args: argparse.Namespace) -> list[Path]:
     source = resolve_model(args)
     num_frames, resolution, flow_shift = default_settings(source, args)
     dataset, indices = open_rooms(args.data_root, args.rooms, num_frames, resolution, args.seed)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    groups = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # torchrun: one stream per rank, pairs of ranks; pair p completes rooms p, p + N, ...
+        from panowan.parallel.groups import StreamGroups, init_distributed
+
+        device = init_distributed()
+        groups = StreamGroups.from_world()
+        indices = indices[groups.pair_index :: groups.num_pairs]
+    else:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = getattr(torch, args.dtype)
     log.info("loading %s", source.description)
-    model, codec, encoder = build_model(source, args.base_model_dir, device, dtype)
+    model, codec, encoder = build_model(source, args.base_model_dir, device, dtype, groups)
+    writes = groups is None or groups.rank % 2 == 0  # the pair's first rank writes its rooms
     written = []
     for index in indices:
         sample = dataset[index]
@@ -288,8 +313,16 @@ def infer(args: argparse.Namespace) -> list[Path]:
             seam_roll=not args.no_seam_roll, negative_prompt=args.negative_prompt,
         )  # fmt: skip
         completion.settings["model"] = source.description if source.kind == "checkpoint" else source.kind
-        written.append(write_completion(args.output_dir, completion, poses, point_stride=args.point_stride))
-        log.info("wrote %s", written[-1])
+        if writes:
+            written.append(
+                write_completion(args.output_dir, completion, poses, point_stride=args.point_stride)
+            )
+            log.info("wrote %s", written[-1])
+    if groups is not None:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
     return written
 
 

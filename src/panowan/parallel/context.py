@@ -43,7 +43,9 @@ class ContextGroups:
 
         world, rank = dist.get_world_size(), dist.get_rank()
         if world < 4 or world % 2:
-            raise ValueError(f"context parallelism needs 2P ranks with P >= 2 (P ranks per stream); got {world}")
+            raise ValueError(
+                f"context parallelism needs 2P ranks with P >= 2 (P ranks per stream); got {world}"
+            )
         degree = world // 2
         mesh = init_device_mesh(device_type, (2, 1, degree), mesh_dim_names=("stream", "ring", "ulysses"))
         return cls(

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 
 from panowan.geometry.pose import Pose, relative_poses, stack_poses
+from panowan.parallel.exchange import STREAMS, other_stream
 from panowan.sample.sampler import roll_w, sample_flow, stream_noise
 
-STREAMS = ("rgb", "depth")
 DEPTH_PNG_SCALE = 1000.0  # metres -> millimetres in the 16-bit PNG
 SPATIAL = 8  # pixels per latent cell (Wan's VAE and the analytic codec)
 
@@ -143,6 +143,11 @@ def complete_room(
         cond_fn, noise, steps=steps, sampler=sampler, flow_shift=flow_shift, guidance=guidance,
         uncond_fn=uncond_fn, seam_roll=seam_roll, progress=progress, desc=sample.room_id,
     )  # fmt: skip
+    if set(latents) != set(STREAMS):  # one stream per rank: the peer's final latents complete the pair
+        flat = {s: x.reshape(x.shape[0], 1, -1) for s, x in latents.items()}  # the exchange moves B,S,D
+        with torch.no_grad():
+            others = model.exchange.swap(flat)
+        latents = {**latents, **{other_stream(s): x.reshape(latents[s].shape) for s, x in others.items()}}
     return finish_completion(codec, latents, sample, composite=composite, settings={
         "steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler, "flow_shift": flow_shift,
         "composite": composite, "seam_roll": seam_roll,
