@@ -132,6 +132,22 @@ _I2V_COMMON: dict[str, Any] = {
     "pos_embed_seq_len": None,
 }
 
+# Models without pretrained weights: the analytic codec (z = 48), small text / image embeddings, 8 blocks.
+_ANALYTIC_COMMON: dict[str, Any] = {
+    "patch_size": (1, 2, 2),
+    "in_channels": 2 * 48 + 4,
+    "out_channels": 48,
+    "text_dim": 32,
+    "freq_dim": 32,
+    "num_layers": 8,
+    "cross_attn_norm": True,
+    "qk_norm": "rms_norm_across_heads",
+    "eps": 1e-6,
+    "image_dim": 32,
+    "rope_max_seq_len": 1024,
+    "pos_embed_seq_len": None,
+}
+
 _PRESETS: dict[str, DualStreamConfig] = {
     # The transformer/config.json of Wan-AI/Wan2.1-I2V-14B-480P-Diffusers (and 720P).
     "wan2.1-i2v-14b": DualStreamConfig(
@@ -169,22 +185,11 @@ _PRESETS: dict[str, DualStreamConfig] = {
     # parameters with LoRA on every linear layer; trained from a seeded random base (see README).
     "small": DualStreamConfig(
         wan={
-            "patch_size": (1, 2, 2),
+            **_ANALYTIC_COMMON,
             "num_attention_heads": 4,
             "attention_head_dim": 24,
-            "in_channels": 2 * 48 + 4,
-            "out_channels": 48,
-            "text_dim": 32,
-            "freq_dim": 32,
             "ffn_dim": 192,
-            "num_layers": 8,
-            "cross_attn_norm": True,
-            "qk_norm": "rms_norm_across_heads",
-            "eps": 1e-6,
-            "image_dim": 32,
             "added_kv_proj_dim": 96,
-            "rope_max_seq_len": 1024,
-            "pos_embed_seq_len": None,
         },
         interaction_interval=2,
         interaction_inner_dim=64,
@@ -197,22 +202,11 @@ _PRESETS: dict[str, DualStreamConfig] = {
     # CPU-sized: 8 blocks of width 32, analytic codec (z = 48); < 1 s at 5 views x 32x64.
     "tiny": DualStreamConfig(
         wan={
-            "patch_size": (1, 2, 2),
+            **_ANALYTIC_COMMON,
             "num_attention_heads": 2,
             "attention_head_dim": 16,
-            "in_channels": 2 * 48 + 4,
-            "out_channels": 48,
-            "text_dim": 32,
-            "freq_dim": 32,
             "ffn_dim": 64,
-            "num_layers": 8,
-            "cross_attn_norm": True,
-            "qk_norm": "rms_norm_across_heads",
-            "eps": 1e-6,
-            "image_dim": 32,
             "added_kv_proj_dim": 32,
-            "rope_max_seq_len": 1024,
-            "pos_embed_seq_len": None,
         },
         interaction_interval=2,
         interaction_inner_dim=32,
