@@ -40,13 +40,15 @@ def main() -> None:
     p.add_argument("--train_seed", type=int, default=0, help="synth seed of the training rooms")
     p.add_argument("--resolution", type=int, default=64, help="panorama height (width 2x)")
     p.add_argument("--num_frames", type=int, default=5, help="views per training sample")
-    p.add_argument("--steps", type=int, default=3000, help="optimiser steps")
+    p.add_argument("--steps", type=int, default=3500, help="optimiser steps")
     p.add_argument("--batch", type=int, default=8, help="rooms per step")
     p.add_argument(
         "--lr", type=float, default=5e-4, help="peak learning rate (cosine schedule, 100 warm-up steps)"
     )
     p.add_argument("--time_limit", type=float, default=0, help="seconds of training at most (0: no limit)")
-    p.add_argument("--device", default="cuda", help="ignored: training runs on CUDA when present")
+    p.add_argument(
+        "--mixed_precision", default="no", choices=["no", "bf16"], help="bf16 on a GPU; no on a CPU"
+    )
     p.add_argument("--export", default=str(Path(__file__).resolve().parents[1] / "src/panowan/assets"),
                    help="folder the embedded model is written to")  # fmt: skip
     p.add_argument("--eval_rooms", type=int, default=8, help="unseen rooms for the evaluation")
@@ -65,7 +67,8 @@ def main() -> None:
                  "--train_batch_size", str(args.batch), "--max_train_steps", str(args.steps),
                  "--learning_rate", str(args.lr), "--lr_scheduler", "cosine", "--lr_warmup_steps", "100",
                  "--lora_rank", "32", "--lora_targets", *LORA_TARGETS, "--checkpointing_steps", "250",
-                 "--checkpoints_total_limit", "2", "--seed", str(args.train_seed)]  # fmt: skip
+                 "--checkpoints_total_limit", "3", "--mixed_precision", args.mixed_precision,
+                 "--seed", str(args.train_seed)]  # fmt: skip
     sh(*train_cmd, timeout=args.time_limit or None)
     t1 = time.monotonic()
 

@@ -181,8 +181,10 @@ _PRESETS: dict[str, DualStreamConfig] = {
         plucker_hidden=64,
         codec="wan_vae",
     ),
-    # The embedded default model (panowan/assets): 8 blocks of width 96, analytic codec, about 3.9M
-    # parameters with LoRA on every linear layer; trained from a seeded random base (see README).
+    # The embedded default model (panowan/assets): 8 blocks of width 96, analytic codec at pool 8 (z = 12),
+    # LoRA on every linear layer of a seeded random base (see README). A token carries 2 x 2 x z = 48 output
+    # values, well under the width: at pool 4 (192 values a token) the output projection could not even
+    # represent the noise it has to remove, and samples stayed noise.
     "small": DualStreamConfig(
         wan={
             **_ANALYTIC_COMMON,
@@ -190,6 +192,8 @@ _PRESETS: dict[str, DualStreamConfig] = {
             "attention_head_dim": 24,
             "ffn_dim": 192,
             "added_kv_proj_dim": 96,
+            "in_channels": 2 * 12 + 4,
+            "out_channels": 12,
         },
         interaction_interval=2,
         interaction_inner_dim=64,
@@ -197,7 +201,7 @@ _PRESETS: dict[str, DualStreamConfig] = {
         pose_dim=48,
         plucker_hidden=24,
         codec="analytic",
-        analytic_pool=4,
+        analytic_pool=8,
     ),
     # CPU-sized: 8 blocks of width 32, analytic codec (z = 48); < 1 s at 5 views x 32x64.
     "tiny": DualStreamConfig(
