@@ -1,6 +1,6 @@
 """The recipe of the embedded default model (panowan/assets/default_model.*), end to end.
 
-    python scripts/train_default_model.py --work runs/default --steps 3000 --device cuda
+    python scripts/train_default_model.py --work runs/default_model --steps 3500
 
 1. `panowan synth`: training rooms (seed --train_seed) at --resolution x 2*resolution, 9 views each;
 2. `panowan prepare`;
@@ -43,7 +43,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3500, help="optimiser steps")
     p.add_argument("--batch", type=int, default=8, help="rooms per step")
     p.add_argument(
-        "--lr", type=float, default=5e-4, help="peak learning rate (cosine schedule, 100 warm-up steps)"
+        "--lr", type=float, default=1e-3, help="peak learning rate (cosine schedule, 100 warm-up steps)"
     )
     p.add_argument("--time_limit", type=float, default=0, help="seconds of training at most (0: no limit)")
     p.add_argument(
