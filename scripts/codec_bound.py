@@ -1,0 +1,47 @@
+"""Upper bound of a model that uses a given codec: the ground truth encoded and decoded by the codec, composited
+like a completion, written in `panowan infer`'s layout so that `panowan eval` scores it.
+
+    python scripts/codec_bound.py --data_root demo_out/data --pool 8 --out bound8
+    panowan eval --pred_dir bound8 --data_root demo_out/data --out bound8.json
+
+A model predicting the latents perfectly scores this; no model using the codec can do better in the holes.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from panowan.data.dataset import RoomDataset
+from panowan.models.codec import AnalyticCodec
+from panowan.models.conditioning import depth_to_video
+from panowan.sample.pipeline import _video, finish_completion, write_completion
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_root", required=True, help="prepared rooms with ground truth")
+    p.add_argument("--pool", type=int, default=8, help="analytic codec pool (the default model uses 8)")
+    p.add_argument("--resolution", type=int, default=64, help="panorama height")
+    p.add_argument("--num_frames", type=int, default=5, help="views per room")
+    p.add_argument("--out", required=True, help="output folder (infer layout)")
+    args = p.parse_args()
+    dataset = RoomDataset(args.data_root, num_frames=args.num_frames, height=args.resolution)
+    codec = AnalyticCodec(pool=args.pool)
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            sample, info = dataset[i], dataset.rooms[i]
+            latents = {
+                "rgb": codec.encode(_video(sample.rgb)),
+                "depth": codec.encode(depth_to_video(_video(sample.depth))),
+            }
+            completion = finish_completion(
+                codec, latents, sample, composite=True, settings={"codec_pool": args.pool}
+            )
+            poses = [info.poses[info.views.index(v)] for v in sample.view_indices]
+            write_completion(args.out, completion, poses)
+
+
+if __name__ == "__main__":
+    main()
