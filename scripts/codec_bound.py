@@ -15,8 +15,8 @@ import torch
 
 from panowan.data.dataset import RoomDataset
 from panowan.models.codec import AnalyticCodec
-from panowan.models.conditioning import depth_to_video
-from panowan.sample.pipeline import _video, finish_completion, write_completion
+from panowan.models.conditioning import depth_to_video, frames_to_video
+from panowan.sample.pipeline import finish_completion, write_completion
 
 
 def main() -> None:
@@ -33,8 +33,8 @@ def main() -> None:
         for i in range(len(dataset)):
             sample, info = dataset[i], dataset.rooms[i]
             latents = {
-                "rgb": codec.encode(_video(sample.rgb)),
-                "depth": codec.encode(depth_to_video(_video(sample.depth))),
+                "rgb": codec.encode(frames_to_video(sample.rgb[None])),
+                "depth": codec.encode(depth_to_video(frames_to_video(sample.depth[None]))),
             }
             completion = finish_completion(
                 codec, latents, sample, composite=True, settings={"codec_pool": args.pool}

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from panowan.geometry.pose import Pose, relative_poses, stack_poses
+from panowan.models.conditioning import frames_to_video
 from panowan.parallel.exchange import STREAMS, other_stream
 from panowan.sample.sampler import roll_w, sample_flow, stream_noise
 
@@ -52,18 +53,13 @@ class Completion:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def _video(x_F3HW: torch.Tensor) -> torch.Tensor:
-    """F,C,H,W -> 1,C,F,H,W."""
-    return x_F3HW.transpose(0, 1)[None]
-
-
 def build_conditions(codec, sample, device, dtype) -> dict[str, torch.Tensor]:
     """Condition latents per stream, `1,4+z,T,h,w`: mask + encode(known content)."""
     from panowan.models.conditioning import build_condition, depth_to_video
 
-    mask = _video(sample.mask).to(device, dtype)
-    rgb = _video(sample.cond_rgb).to(device, dtype)
-    depth = depth_to_video(_video(sample.cond_depth).to(device, dtype))
+    mask = frames_to_video(sample.mask[None]).to(device, dtype)
+    rgb = frames_to_video(sample.cond_rgb[None]).to(device, dtype)
+    depth = depth_to_video(frames_to_video(sample.cond_depth[None]).to(device, dtype))
     with torch.no_grad():
         return {"rgb": build_condition(codec, rgb, mask), "depth": build_condition(codec, depth, mask)}
 
@@ -129,7 +125,7 @@ def complete_room(
     conditions = build_conditions(codec, sample, device, dtype)
     first_frame = sample.cond_rgb[:1]  # 1,3,H,W in [-1, 1]: view 0, complete
     text, image = _encode(encoder, sample.prompt, first_frame, device, dtype)
-    plucker = _video(sample.plucker).to(device, dtype)
+    plucker = frames_to_video(sample.plucker[None]).to(device, dtype)
     local = tuple(getattr(model, "local_streams", STREAMS))
     shape = tuple(conditions["rgb"].shape)
     shape = (shape[0], shape[1] - 4, *shape[2:])
