@@ -21,11 +21,10 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_dual_stream import dual_inputs, perturb_interactions
+from bench_dual_stream import dual_inputs, one_process_errors, perturb_interactions
 from panowan.models.dual_stream import DualStreamWan
 from panowan.models.presets import get_preset
 from panowan.parallel.context import ContextGroups, ContextParallelExchange, enable_context_parallel
-from panowan.parallel.exchange import LocalExchange
 from panowan.parallel.groups import init_distributed
 from wan_bench_utils import Shape, build_random_wan, summary, time_cuda
 
@@ -52,15 +51,10 @@ def check(args, groups: ContextGroups, device) -> dict:
     del model
     result = {}
     if groups.rank == 0:
-        base = build_random_wan(config.wan, device, seed=args.seed)
-        ref_model = DualStreamWan.from_base(base, config, ("rgb", "depth"), LocalExchange(), reuse_base=True)
-        perturb_interactions(ref_model)
-        with torch.no_grad():
-            ref = {k: v.float() for k, v in ref_model(noisy, cond, ts, plucker, text, image).items()}
         other = torch.empty_like(mine)
         dist.recv(other, src=groups.degree)
-        for name, got in (("rgb", mine), ("depth", other)):
-            result[f"rel_err_{name}"] = ((got - ref[name]).norm() / ref[name].norm()).item()
+        inputs = (noisy, cond, ts, plucker, text, image)
+        result = one_process_errors(config, device, args.seed, inputs, {"rgb": mine, "depth": other})
     elif groups.rank == groups.degree:
         dist.send(mine.contiguous(), dst=0)
     if device.type == "cuda":

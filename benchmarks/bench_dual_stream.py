@@ -78,6 +78,17 @@ def dual_inputs(config, shape: Shape, device, seed: int = 1, batch: int = 1):
     return noisy, cond, timestep, plucker, text, image
 
 
+def one_process_errors(config, device, seed: int, inputs: tuple, got: dict) -> dict:
+    """Relative error of each stream's output `got[s]` against the one-process model (both streams on this
+    GPU, same seeded weights and perturbation) on `inputs` = (noisy, cond, timestep, plucker, text, image)."""
+    base = build_random_wan(config.wan, device, seed=seed)
+    ref_model = DualStreamWan.from_base(base, config, ("rgb", "depth"), LocalExchange(), reuse_base=True)
+    perturb_interactions(ref_model)
+    with torch.no_grad():
+        ref = {k: v.float() for k, v in ref_model(*inputs).items()}
+    return {f"rel_err_{s}": ((got[s] - ref[s]).norm() / ref[s].norm()).item() for s in ("rgb", "depth")}
+
+
 def check_placement(args, groups: StreamGroups, device) -> dict:
     """Two-rank forward == one-process forward on a shallow full-width model (pair 0 only)."""
     config = get_preset(args.preset)
@@ -102,26 +113,19 @@ def check_placement(args, groups: StreamGroups, device) -> dict:
         mine = out[local_streams[0]].float()
         del model, base
         if groups.rank == 0:
-            base = build_random_wan(config.wan, device, seed=args.seed)
-            ref_model = DualStreamWan.from_base(
-                base, config, ("rgb", "depth"), LocalExchange(), reuse_base=True
-            )
-            perturb_interactions(ref_model)
-            with torch.no_grad():
-                ref = {k: v.float() for k, v in ref_model(noisy, cond, ts, plucker, text, image).items()}
-            del ref_model, base
             other = torch.empty_like(mine)
             dist.recv(other, src=1)
-            got = {"rgb": mine, "depth": other}
-            for s in ("rgb", "depth"):
-                rel = ((got[s] - ref[s]).norm() / ref[s].norm()).item()
-                result[f"rel_err_{s}"] = rel
+            inputs = (noisy, cond, ts, plucker, text, image)
+            result.update(
+                one_process_errors(config, device, args.seed, inputs, {"rgb": mine, "depth": other})
+            )
             # Sanity: the interactions changed the output (else the check would be vacuous).
             base = build_random_wan(config.wan, device, seed=args.seed)
             x = torch.cat([noisy["rgb"], cond["rgb"]], 1)
             with torch.no_grad():
                 plain = base(x, ts, text, image, return_dict=False)[0].float()
-            result["interaction_effect_rel"] = ((plain - ref["rgb"]).norm() / ref["rgb"].norm()).item()
+            ref_rgb = mine
+            result["interaction_effect_rel"] = ((plain - ref_rgb).norm() / ref_rgb.norm()).item()
             del base
         elif groups.rank == 1:
             dist.send(mine.contiguous(), dst=0)
