@@ -119,3 +119,29 @@ def test_refuses_other_rank_or_config(tmp_path):
     add_lora(fresh, rank=4, alpha=8)
     with pytest.raises(ValueError, match=r"lora_rgb.safetensors: shape mismatch"):
         load_trainable(fresh, tmp_path)
+
+
+def test_merge_lora_keeps_the_function_and_drops_the_adapters():
+    """Folding the adapters (linear and the patch-embedding convolution) into the base weights changes
+    nothing the model computes (float32) and leaves a plain diffusers module tree."""
+    from panowan.models.lora import merge_lora
+
+    model, _ = tiny_dual_stream(seed=5)
+    add_lora(model, rank=4, alpha=8, targets=("to_q", "to_v", "ffn.net.2", "proj_out", "patch_embedding"))
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(7)
+        for p in trainable_parameter_groups(model)["lora"]:
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    inputs = tiny_inputs(seed=2)
+    model.eval()
+    with torch.no_grad():
+        before = model(**inputs)
+        merge_lora(model)
+        after = model(**inputs)
+    assert model.lora_settings is None
+    assert not any(isinstance(m, LoraLayer) for m in model.modules())
+    assert not any("lora" in k or "base_layer" in k for k in model.state_dict())
+    for s in before:
+        torch.testing.assert_close(after[s], before[s], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="no LoRA"):
+        merge_lora(model)

@@ -181,19 +181,19 @@ _PRESETS: dict[str, DualStreamConfig] = {
         plucker_hidden=64,
         codec="wan_vae",
     ),
-    # The embedded default model (panowan/assets): 8 blocks of width 96, analytic codec at pool 8 (z = 12),
-    # LoRA on every linear layer of a seeded random base (see README). A token carries 2 x 2 x z = 48 output
-    # values, well under the width: at pool 4 (192 values a token) the output projection could not even
-    # represent the noise it has to remove, and samples stayed noise.
+    # The embedded default model (panowan/assets): 8 blocks of width 192, analytic codec at pool 4 (z = 48),
+    # LoRA on every linear layer of a seeded random base, folded in at export (see README). A token emits
+    # 2 x 2 x z = 192 values, so the width must be at least 192: the output projection of a narrower model
+    # cannot even represent the noise it has to remove (width 96 at pool 4 sampled pure noise). Pool 8
+    # would let width 96 do, but a perfect pool-8 prediction scores below OpenCV inpainting in the holes
+    # (scripts/codec_bound.py), so it could never win.
     "small": DualStreamConfig(
         wan={
             **_ANALYTIC_COMMON,
             "num_attention_heads": 4,
-            "attention_head_dim": 24,
-            "ffn_dim": 192,
-            "added_kv_proj_dim": 96,
-            "in_channels": 2 * 12 + 4,
-            "out_channels": 12,
+            "attention_head_dim": 48,
+            "ffn_dim": 384,
+            "added_kv_proj_dim": 192,
         },
         interaction_interval=2,
         interaction_inner_dim=64,
@@ -201,7 +201,7 @@ _PRESETS: dict[str, DualStreamConfig] = {
         pose_dim=48,
         plucker_hidden=24,
         codec="analytic",
-        analytic_pool=8,
+        analytic_pool=4,
     ),
     # CPU-sized: 8 blocks of width 32, analytic codec (z = 48); < 1 s at 5 views x 32x64.
     "tiny": DualStreamConfig(
