@@ -83,6 +83,13 @@ def test_resume_one_process_replays_exactly(rooms, straight_run, tmp_path) -> No
     assert json.loads((out / "config.json").read_text())["max_train_steps"] == 4
 
 
+def test_threaded_loading_trains_the_same_run(rooms, straight_run, tmp_path) -> None:
+    out = tmp_path / "threads"
+    train(make_config(rooms, out, max_train_steps=4, dataloader_workers=3, **FEATURES))
+    assert losses(out) == losses(straight_run)
+    assert_same_weights(weights(out, 4), weights(straight_run, 4))
+
+
 def test_killed_while_checkpointing_resumes_from_previous_complete(rooms, straight_run, tmp_path) -> None:
     out = tmp_path / "killed"
     train(make_config(rooms, out, max_train_steps=2, checkpoints_total_limit=1, **FEATURES))
@@ -121,7 +128,8 @@ def test_corrupt_room_is_skipped_and_counted(rooms, tmp_path, caplog) -> None:
     (bad,) = corrupt_copy(rooms, data, 1)
     out = tmp_path / "out"
     with caplog.at_level(logging.WARNING):
-        result = train(make_config(data, out, max_train_steps=3, max_skip_fraction=0.5, ssim_weight=0))
+        result = train(make_config(data, out, max_train_steps=3, max_skip_fraction=0.5, ssim_weight=0,
+                                   dataloader_workers=2))  # fmt: skip
     assert result.step == 3 and result.skipped_rooms == 1
     assert metrics(out)[-1]["skipped_rooms"] == 1
     assert any(bad in r.getMessage() and "NaN" in r.getMessage() for r in caplog.records)

@@ -71,6 +71,11 @@ class TrainConfig:
         "rotate every view of a sample in yaw by a random whole-pixel roll (poses and Plücker maps follow exactly)",
     )
     yaw_step_px: int = _f(8, "yaw rolls are multiples of this many pixels (8 keeps the latent grid aligned)")
+    dataloader_workers: int = _f(
+        0,
+        "threads that read and decode the rooms of a micro-batch in parallel (0: the training thread); "
+        "the samples and their order do not depend on it",
+    )
     validation_room: str | None = _f(
         None, "room id 'area/room' held out for validation (default: the last room, when validation is on)"
     )
@@ -215,7 +220,7 @@ class TrainConfig:
         for name in ("train_batch_size", "lora_rank", "max_train_steps", "gradient_accumulation_steps", "checkpointing_steps",
                      "structural_patch", "ssim_latent_frames", "validation_sampling_steps", "yaw_step_px"):  # fmt: skip
             need(getattr(self, name) >= 1, f"--{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr_warmup_steps", "validation_steps", "max_grad_norm", "hole_weight", "mse_weight",
+        for name in ("lr_warmup_steps", "validation_steps", "dataloader_workers", "max_grad_norm", "hole_weight", "mse_weight",
                      "structural_weight", "global_weight", "ssim_weight", "adam_weight_decay"):  # fmt: skip
             need(getattr(self, name) >= 0, f"--{name} must be >= 0, got {getattr(self, name)}")
         need(self.learning_rate > 0, f"--learning_rate must be positive, got {self.learning_rate}")

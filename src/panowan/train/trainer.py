@@ -24,6 +24,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,12 @@ class RoomLoader:
         seed: int,
         max_skip_fraction: float,
         on_bad: Callable[[int, RoomError], None] | None = None,
+        workers: int = 0,
     ) -> None:
         self.dataset = dataset
+        # Threads, not processes: decoding (OpenCV, numpy) releases the GIL, nothing is pickled, and a
+        # batch is assembled in room order whatever finishes first.
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="rooms") if workers > 0 else None
         self.rooms = list(room_indices)
         self.batch_size, self.num_pairs, self.pair_index = batch_size, num_pairs, pair_index
         self.seed, self.max_skip_fraction = seed, max_skip_fraction
@@ -127,13 +132,14 @@ class RoomLoader:
             taken, after = self._take()
             mine = taken[self.pair_index * self.batch_size : (self.pair_index + 1) * self.batch_size]
             samples, failed = [], []
-            for index in mine:
-                try:
-                    samples.append(self.dataset[index])
-                except RoomError as e:
+            loaded = self.pool.map(self._load, mine) if self.pool is not None else map(self._load, mine)
+            for index, sample in zip(mine, loaded):
+                if isinstance(sample, RoomError):
                     failed.append(index)
-                    self.errors.append(str(e))
-                    log.warning("skipping corrupt room %s: %s", self.dataset.rooms[index].paths.room_id, e)
+                    self.errors.append(str(sample))
+                    log.warning("skipping corrupt room %s: %s", self.dataset.rooms[index].paths.room_id, sample)
+                else:
+                    samples.append(sample)
             failed = self._agree(failed)
             if not failed:
                 self.position = after
@@ -143,6 +149,17 @@ class RoomLoader:
                 return collate(samples), slots
             self.bad.update(failed)
             self._check_fraction()
+
+    def _load(self, index: int):
+        """The sample of room `index`, or the RoomError that reading it raised."""
+        try:
+            return self.dataset[index]
+        except RoomError as e:
+            return e
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
 
     def _agree(self, failed: list[int]) -> list[int]:
         """Every rank learns every rank's failures (so all re-draw the same micro-batch)."""
@@ -468,7 +485,8 @@ class Trainer:
         if self.validation_index is not None:
             rooms.remove(self.validation_index)
         self.loader = RoomLoader(self.dataset, rooms, batch_size=c.train_batch_size, num_pairs=self.groups.num_pairs,
-                                 pair_index=self.groups.pair_index, seed=c.seed, max_skip_fraction=c.max_skip_fraction)  # fmt: skip
+                                 pair_index=self.groups.pair_index, seed=c.seed, max_skip_fraction=c.max_skip_fraction,
+                                 workers=c.dataloader_workers)  # fmt: skip
         built = build_model(c, self.groups, self.device)
         self.model, self.codec, self.model_config = built.model, built.codec, built.model_config
         self.embeddings = EmbeddingCache(built.encoder)
@@ -748,6 +766,8 @@ class Trainer:
         self.model.train()
 
     def close(self) -> None:
+        if getattr(self, "loader", None) is not None:
+            self.loader.close()
         if self.owns_process_group and dist.is_initialized():
             dist.destroy_process_group()
 
