@@ -1,20 +1,25 @@
 """The recipe of the embedded default model (panowan/assets/default_model.*), end to end.
 
     python scripts/train_default_model.py --work runs/default_model --steps 3500
+    python scripts/train_default_model.py --work /tmp/dm --time_budget 420 --batch 32   # a GPU lease
 
 1. `panowan synth`: training rooms (seed --train_seed) at --resolution x 2*resolution, 9 views each;
 2. `panowan prepare`;
 3. `panowan train --preset small` with LoRA on every linear layer of the (seeded random) Wan base,
-   interaction layers and PluckerNet in full (the flags are printed and saved in the run's config.json);
-4. export of the last complete checkpoint as the embedded default (`--export`, default the package's assets);
-5. `panowan demo`-style evaluation on --eval_rooms unseen rooms against OpenCV inpainting and the copied input.
-A `--time_limit` (seconds) stops training at the last checkpoint before it, so the run fits a lease.
+   interaction layers and PluckerNet in full (the flags are printed and saved in the run's config.json).
+   With --time_budget, a short probe run first measures seconds per step on this machine, and the run
+   gets as many steps as fit the budget, so its cosine schedule ends where the time does;
+4. export of the last complete checkpoint as the embedded default (`--export`, default the package's
+   assets): LoRA folded into the base, float16 parameters (under 20 MB);
+5. `panowan demo`-style evaluation on --eval_rooms unseen rooms (seed --eval_seed) against OpenCV
+   inpainting and the copied input.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +27,7 @@ from pathlib import Path
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_k_proj", "add_v_proj",
                 "ffn.net.0.proj", "ffn.net.2", "proj_out", "patch_embedding"]  # fmt: skip
+PROBE_STEPS = 40
 
 
 def sh(*cmd: str, timeout: float | None = None) -> int:
@@ -33,19 +39,23 @@ def sh(*cmd: str, timeout: float | None = None) -> int:
         return 0
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default="runs/default_model", help="work folder (data, run, evaluation)")
     p.add_argument("--rooms", type=int, default=96, help="training rooms")
     p.add_argument("--train_seed", type=int, default=0, help="synth seed of the training rooms")
     p.add_argument("--resolution", type=int, default=64, help="panorama height (width 2x)")
     p.add_argument("--num_frames", type=int, default=5, help="views per training sample")
-    p.add_argument("--steps", type=int, default=3500, help="optimiser steps")
+    p.add_argument("--steps", type=int, default=3500, help="optimiser steps (ignored with --time_budget)")
+    p.add_argument("--time_budget", type=float, default=0,
+                   help="seconds for probe + training; sets --steps from a measured step time (0: off)")  # fmt: skip
     p.add_argument("--batch", type=int, default=8, help="rooms per step")
     p.add_argument(
         "--lr", type=float, default=1e-3, help="peak learning rate (cosine schedule, 100 warm-up steps)"
     )
-    p.add_argument("--time_limit", type=float, default=0, help="seconds of training at most (0: no limit)")
+    p.add_argument("--lora_rank", type=int, default=48, help="LoRA rank of every adapted layer")
+    p.add_argument("--hole_weight", type=float, default=0.0, help="extra MSE weight of the holes")
+    p.add_argument("--workers", type=int, default=4, help="data-loading threads (--dataloader_workers)")
     p.add_argument(
         "--mixed_precision", default="no", choices=["no", "bf16"], help="bf16 on a GPU; no on a CPU"
     )
@@ -53,7 +63,66 @@ def main() -> None:
                    help="folder the embedded model is written to")  # fmt: skip
     p.add_argument("--eval_rooms", type=int, default=8, help="unseen rooms for the evaluation")
     p.add_argument("--eval_steps", type=int, default=10, help="sampling steps of the evaluation")
-    args = p.parse_args()
+    p.add_argument("--eval_seed", type=int, default=900_002,
+                   help="synth seed of the evaluation rooms (the demo's; pick another to select settings)")  # fmt: skip
+    return p.parse_args()
+
+
+def train_command(args: argparse.Namespace, data: Path, run: Path, steps: int) -> list[str]:
+    return [sys.executable, "-m", "panowan", "train", "--preset", "small", "--data_root", str(data),
+            "--output_dir", str(run), "--resolution", str(args.resolution), "--num_frames", str(args.num_frames),
+            "--train_batch_size", str(args.batch), "--max_train_steps", str(steps), "--learning_rate", str(args.lr),
+            "--lr_scheduler", "cosine", "--lr_warmup_steps", str(min(100, steps // 10)),
+            "--lora_rank", str(args.lora_rank), "--lora_targets", *LORA_TARGETS, "--hole_weight", str(args.hole_weight),
+            "--checkpointing_steps", str(max(50, steps // 8)), "--checkpoints_total_limit", "2",
+            "--dataloader_workers", str(args.workers), "--mixed_precision", args.mixed_precision,
+            "--seed", str(args.train_seed), "--no-progress", "--no-tensorboard"]  # fmt: skip
+
+
+def steps_for_budget(args: argparse.Namespace, data: Path, work: Path) -> tuple[int, dict]:
+    """Run PROBE_STEPS steps, then the steps that fit what is left of the budget at the measured pace
+    (the median step after warm-up; the probe's start-up and slow first steps are paid again)."""
+    probe = work / "probe"
+    shutil.rmtree(probe, ignore_errors=True)
+    t0 = time.monotonic()
+    sh(*train_command(args, data, probe, PROBE_STEPS))
+    wall = time.monotonic() - t0
+    records = [json.loads(x) for x in (probe / "metrics.jsonl").read_text().splitlines()]
+    paces = sorted(r["seconds_per_step"] for r in records[PROBE_STEPS // 2 :])
+    pace = paces[len(paces) // 2]
+    overhead = max(wall - PROBE_STEPS * pace, 0.0)  # start-up and first (slow) steps, paid again
+    left = args.time_budget - wall - overhead - 30  # 30 s for the last checkpoint and the export
+    steps = int(left / pace)
+    if steps < 100:
+        raise SystemExit(f"--time_budget {args.time_budget:.0f} s leaves {steps} steps after the probe "
+                         f"({pace:.2f} s a step, {overhead:.0f} s start-up): give more time")  # fmt: skip
+    shutil.rmtree(probe, ignore_errors=True)
+    return steps, {"probe_seconds_per_step": round(pace, 4), "probe_overhead_seconds": round(overhead, 1)}
+
+
+def machine() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"1x {torch.cuda.get_device_name()}, float32"
+    return f"{torch.get_num_threads()} CPU threads, float32"
+
+
+def export(args: argparse.Namespace, work: Path, run: Path, info: dict) -> None:
+    from panowan.commands import infer as infer_cmd
+
+    parser = argparse.ArgumentParser()
+    infer_cmd.add_arguments(parser)
+    source = infer_cmd.resolve_model(parser.parse_args(["--checkpoint_dir", str(run), "--data_root", str(work),
+                                                        "--output_dir", str(work / "unused")]))  # fmt: skip
+    model, _, _ = infer_cmd.build_model(source, None, "cpu", __import__("torch").float32)
+    info["steps"] = int(Path(source.weights).parent.name.split("-")[-1])
+    written = infer_cmd.export_embedded(model, info, args.export)
+    print("exported", [f"{w} ({w.stat().st_size / 1e6:.1f} MB)" for w in written], json.dumps(info), flush=True)
+
+
+def main() -> None:
+    args = parse_args()
     work = Path(args.work)
     data, run = work / "data", work / "run"
     exe = [sys.executable, "-m", "panowan"]
@@ -62,43 +131,24 @@ def main() -> None:
        str(args.resolution), "--width", str(2 * args.resolution), "--seed", str(args.train_seed), "--workers", "8")  # fmt: skip
     sh(*exe, "prepare", "--data_root", str(data), "--workers", "8")
     print(f"data ready in {time.monotonic() - t0:.0f} s", flush=True)
-    train_cmd = [*exe, "train", "--preset", "small", "--data_root", str(data), "--output_dir", str(run),
-                 "--resolution", str(args.resolution), "--num_frames", str(args.num_frames),
-                 "--train_batch_size", str(args.batch), "--max_train_steps", str(args.steps),
-                 "--learning_rate", str(args.lr), "--lr_scheduler", "cosine", "--lr_warmup_steps", "100",
-                 "--lora_rank", "32", "--lora_targets", *LORA_TARGETS, "--checkpointing_steps", "250",
-                 "--checkpoints_total_limit", "3", "--mixed_precision", args.mixed_precision,
-                 "--seed", str(args.train_seed)]  # fmt: skip
-    sh(*train_cmd, timeout=args.time_limit or None)
-    t1 = time.monotonic()
-
-    from panowan.commands import infer as infer_cmd
-
-    parser = argparse.ArgumentParser()
-    infer_cmd.add_arguments(parser)
-    source = infer_cmd.resolve_model(parser.parse_args(["--checkpoint_dir", str(run), "--data_root", str(data),
-                                                        "--output_dir", str(work / "unused")]))  # fmt: skip
-    model, _, _ = infer_cmd.build_model(source, None, "cpu", __import__("torch").float32)
-    step = (
-        int(Path(source.weights).parent.name.split("-")[-1]) if "checkpoint-" in str(source.weights) else None
-    )
-    info = {"synth_seeds": [args.train_seed], "rooms": args.rooms, "resolution": args.resolution,
-            "num_frames": args.num_frames, "flow_shift": 3.0, "steps": step, "train_seconds": round(t1 - t0),
-            "recipe": "python scripts/train_default_model.py " + " ".join(sys.argv[1:]),
-            "train_command": " ".join(train_cmd[2:])}  # fmt: skip
-    written = infer_cmd.export_embedded(model, info, args.export)
-    print("exported", [str(w) for w in written], json.dumps(info), flush=True)
+    info: dict = {"synth_seeds": [args.train_seed], "rooms": args.rooms, "resolution": args.resolution,
+                  "num_frames": args.num_frames, "flow_shift": 3.0, "machine": machine(),
+                  "data_commands": f"panowan synth --out DATA --rooms {args.rooms} --views 9 --height {args.resolution} "
+                                   f"--width {2 * args.resolution} --seed {args.train_seed}; panowan prepare --data_root DATA",
+                  "recipe": "python scripts/train_default_model.py " + " ".join(sys.argv[1:])}  # fmt: skip
+    steps, t_train = args.steps, time.monotonic()
+    if args.time_budget:
+        steps, probe = steps_for_budget(args, data, work)
+        info.update(probe)
+    cmd = train_command(args, data, run, steps)
+    left = args.time_budget - (time.monotonic() - t_train) if args.time_budget else None
+    sh(*cmd, timeout=left)
+    info.update({"train_seconds": round(time.monotonic() - t_train),
+                 "train_command": " ".join(cmd[2:]).replace(str(data), "DATA").replace(str(run), "RUN")})  # fmt: skip
+    export(args, work, run, info)
     if args.eval_rooms:
-        sh(
-            *exe,
-            "demo",
-            "--out",
-            str(work / "eval"),
-            "--rooms",
-            str(args.eval_rooms),
-            "--steps",
-            str(args.eval_steps),
-        )
+        sh(*exe, "demo", "--out", str(work / "eval"), "--rooms", str(args.eval_rooms), "--steps",
+           str(args.eval_steps), "--seed", str(args.eval_seed), "--model_dir", args.export)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -205,3 +205,25 @@ def test_bad_arguments_are_refused(prepared_root):
     empty.mkdir()
     with pytest.raises(ValueError, match="no usable rooms"):
         RoomDataset(empty)
+
+
+def test_cached_files_give_the_same_samples_without_rereading(data_copy):
+    """cache_files: the second epoch is served from memory (the files are gone) and equals uncached reads."""
+    plain = RoomDataset(data_copy, num_frames=5, height=16)
+    cached = RoomDataset(data_copy, num_frames=5, height=16, cache_files=True)
+    for epoch in (0, 1):
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for i in range(len(plain)):
+            a, b = plain[i], cached[i]
+            for name in ("rgb", "depth", "depth_valid", "cond_rgb", "cond_depth", "mask", "plucker"):
+                assert torch.equal(getattr(a, name), getattr(b, name)), (epoch, i, name)
+    plain.set_epoch(0)
+    cached.set_epoch(0)
+    want = plain[0]
+    every_file = {p for p in data_copy.rglob("*") if p.suffix in (".png", ".npy")}
+    read = set(cached._files)
+    assert read and read <= every_file
+    for path in read:
+        path.unlink()
+    assert torch.equal(cached[0].rgb, want.rgb) and torch.equal(cached[0].cond_depth, want.cond_depth)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 from _harness import run_ranks
-from conftest import corrupt_copy
 from safetensors.torch import load_file
 
+from conftest import corrupt_copy
 from panowan.train import checkpoint as ckpt
 from panowan.train.config import TrainConfig
 from panowan.train.trainer import train
@@ -83,9 +83,9 @@ def test_resume_one_process_replays_exactly(rooms, straight_run, tmp_path) -> No
     assert json.loads((out / "config.json").read_text())["max_train_steps"] == 4
 
 
-def test_threaded_loading_trains_the_same_run(rooms, straight_run, tmp_path) -> None:
+def test_threaded_cached_loading_trains_the_same_run(rooms, straight_run, tmp_path) -> None:
     out = tmp_path / "threads"
-    train(make_config(rooms, out, max_train_steps=4, dataloader_workers=3, **FEATURES))
+    train(make_config(rooms, out, max_train_steps=4, dataloader_workers=3, cache_files=True, **FEATURES))
     assert losses(out) == losses(straight_run)
     assert_same_weights(weights(out, 4), weights(straight_run, 4))
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
@@ -320,6 +321,8 @@ class RoomDataset(torch.utils.data.Dataset):
     skip_bad_rooms: skip rooms that fail validation (logged, counted in `summary`) instead of raising.
     Frame sampling is seeded by (seed, room index, epoch); call `set_epoch` every epoch.
     mask_polarity: "known" (1 = known, the layout's convention) or "hole" (1 = hole).
+    cache_files: keep every decoded file in memory after its first read (for small panoramas, whose
+    decoding otherwise dominates a GPU step; memory grows to the whole decoded data set).
     """
 
     def __init__(
@@ -333,6 +336,7 @@ class RoomDataset(torch.utils.data.Dataset):
         seed: int = 0,
         pose_format: PoseFormat | None = None,
         mask_polarity: Literal["known", "hole"] = "known",
+        cache_files: bool = False,
     ) -> None:
         if num_frames < MIN_VIEWS or (num_frames - 1) % 4:
             raise ValueError(
@@ -348,6 +352,8 @@ class RoomDataset(torch.utils.data.Dataset):
             raise ValueError(f"mask_polarity must be 'known' or 'hole', not {mask_polarity!r}")
         self.data_root, self.num_frames, self.height = Path(data_root), num_frames, height
         self.view_order, self.seed, self.mask_polarity, self.epoch = view_order, seed, mask_polarity, 0
+        # path -> decoded array (read-only, so a consumer that wrote into one would fail loudly)
+        self._files: dict[Path, np.ndarray] | None = {} if cache_files else None
         self.rooms: list[RoomInfo] = []
         found = scan_rooms(data_root)
         self.summary: dict = {
@@ -401,7 +407,7 @@ class RoomDataset(torch.utils.data.Dataset):
         views = self.selected_views(index)
         height = self.height or size[0]
         width = 2 * height
-        ref_depth = read_depth(paths.ref_depth, size, paths.root)
+        ref_depth = self._read(read_depth, paths.ref_depth, size, paths.root)
         ref_valid = check_full_depth(ref_depth, paths, paths.ref_depth)
         if not ref_valid.any():
             raise RoomError(paths.root, paths.ref_depth, "view 0 depth has no valid pixel")
@@ -416,24 +422,41 @@ class RoomDataset(torch.utils.data.Dataset):
             prompt=info.prompt, room_id=paths.room_id, view_indices=list(views), depth_norm=norm,
         )  # fmt: skip
 
+    def _read(
+        self, reader: Callable[..., np.ndarray], path: Path, size: tuple[int, int], room: Path
+    ) -> np.ndarray:
+        """`reader(path, size, room)`, decoded once per path when files are cached."""
+        if self._files is None:
+            return reader(path, size, room)
+        array = self._files.get(path)
+        if array is None:  # two threads may both decode a file once: harmless, same array
+            array = reader(path, size, room)
+            array.setflags(write=False)
+            self._files[path] = array
+        return array
+
     def _frame(self, info: RoomInfo, view: int, height: int, width: int, norm: DepthNorm,
                ref_depth: np.ndarray, ref_valid: np.ndarray) -> dict[str, np.ndarray]:  # fmt: skip
         """One view's arrays, channel-first float32 (depth_valid bool)."""
         paths, size, room = info.paths, info.size, info.paths.root
-        gt_rgb = resize_rgb(read_rgb(paths.gt_rgb(view), size, room), height, width)
-        gt_depth = read_depth(paths.gt_depth(view), size, room)
+        gt_rgb = resize_rgb(self._read(read_rgb, paths.gt_rgb(view), size, room), height, width)
+        gt_depth = self._read(read_depth, paths.gt_depth(view), size, room)
         gt_depth, gt_valid = resize_masked(
             gt_depth[..., None], check_full_depth(gt_depth, paths, paths.gt_depth(view)), height, width
         )
         if view == 0:
-            cond_rgb = resize_rgb(read_rgb(paths.ref_rgb, size, room), height, width)
+            cond_rgb = resize_rgb(self._read(read_rgb, paths.ref_rgb, size, room), height, width)
             cond_depth, depth_known = resize_masked(ref_depth[..., None], ref_valid, height, width)
             mask = np.ones((height, width), bool)
         else:
-            depth = read_depth(paths.cond_depth(view), size, room)
-            mask_file = read_mask(paths.cond_mask(view), size, room) if info.has_mask.get(view) else None
+            depth = self._read(read_depth, paths.cond_depth(view), size, room)
+            mask_file = (
+                self._read(read_mask, paths.cond_mask(view), size, room) if info.has_mask.get(view) else None
+            )
             known = known_mask(depth, mask_file, self.mask_polarity, paths, view)
-            cond_rgb, mask = resize_masked(read_rgb(paths.cond_rgb(view), size, room), known, height, width)
+            cond_rgb, mask = resize_masked(
+                self._read(read_rgb, paths.cond_rgb(view), size, room), known, height, width
+            )
             cond_depth, depth_known = resize_masked(depth[..., None], known, height, width)
         return {
             "rgb": _to_unit(gt_rgb),

@@ -54,7 +54,7 @@ class TrainConfig:
     )
     preset: str = _f(
         "wan2.1-i2v-14b",
-        "model size preset (panowan.models.presets): wan2.1-i2v-14b, wan2.1-1.3b-i2v, tiny, small; or from_base: "
+        "model size preset (panowan.models.presets): wan2.1-i2v-14b, wan2.1-1.3b-i2v, tiny, small, small-p4; or from_base: "
         "the architecture of --base_model_dir's transformer with interaction layers sized to it",
     )
     config: str | None = _f(
@@ -75,6 +75,11 @@ class TrainConfig:
         0,
         "threads that read and decode the rooms of a micro-batch in parallel (0: the training thread); "
         "the samples and their order do not depend on it",
+    )
+    cache_files: bool = _f(
+        False,
+        "keep every decoded room file in memory after its first read: removes PNG/NPY decoding from the step "
+        "of small panoramas (memory grows to the decoded data set)",
     )
     validation_room: str | None = _f(
         None, "room id 'area/room' held out for validation (default: the last room, when validation is on)"
@@ -197,7 +202,7 @@ class TrainConfig:
             raise ValueError("--output_dir is required")
         if self.needs_pretrained() and not self.base_model_dir:
             raise ValueError(
-                f"--base_model_dir is required with preset {self.preset!r} (only 'tiny' and 'small' need no pretrained files)"
+                f"--base_model_dir is required with preset {self.preset!r} (only the analytic-codec presets tiny, small, small-p4 need no pretrained files)"
             )
         if not self.needs_pretrained() and self.base_model_dir:
             warnings.warn(

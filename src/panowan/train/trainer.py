@@ -137,7 +137,9 @@ class RoomLoader:
                 if isinstance(sample, RoomError):
                     failed.append(index)
                     self.errors.append(str(sample))
-                    log.warning("skipping corrupt room %s: %s", self.dataset.rooms[index].paths.room_id, sample)
+                    log.warning(
+                        "skipping corrupt room %s: %s", self.dataset.rooms[index].paths.room_id, sample
+                    )
                 else:
                     samples.append(sample)
             failed = self._agree(failed)
@@ -478,7 +480,12 @@ class Trainer:
             )
         self._record_config(resume)
         self.dataset = RoomDataset(
-            c.data_root, num_frames=c.num_frames, height=c.resolution, skip_bad_rooms=True, seed=c.seed
+            c.data_root,
+            num_frames=c.num_frames,
+            height=c.resolution,
+            skip_bad_rooms=True,
+            seed=c.seed,
+            cache_files=c.cache_files,
         )
         rooms = list(range(len(self.dataset)))
         self.validation_index = self._validation_room() if c.validation_steps else None
