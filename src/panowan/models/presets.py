@@ -181,13 +181,35 @@ _PRESETS: dict[str, DualStreamConfig] = {
         plucker_hidden=64,
         codec="wan_vae",
     ),
-    # The embedded default model (panowan/assets): 8 blocks of width 192, analytic codec at pool 4 (z = 48),
-    # LoRA on every linear layer of a seeded random base, folded in at export (see README). A token emits
-    # 2 x 2 x z = 192 values, so the width must be at least 192: the output projection of a narrower model
-    # cannot even represent the noise it has to remove (width 96 at pool 4 sampled pure noise). Pool 8
-    # would let width 96 do, but a perfect pool-8 prediction scores below OpenCV inpainting in the holes
-    # (scripts/codec_bound.py), so it could never win.
+    # The embedded default model (panowan/assets): 8 blocks of width 96, analytic codec at pool 8 (z = 12),
+    # LoRA on every linear layer of a seeded random base (see README). A token carries 2 x 2 x z = 48 output
+    # values, well under the width: at pool 4 (192 values a token) the output projection could not even
+    # represent the noise it has to remove, and samples stayed noise.
     "small": DualStreamConfig(
+        wan={
+            **_ANALYTIC_COMMON,
+            "num_attention_heads": 4,
+            "attention_head_dim": 24,
+            "ffn_dim": 192,
+            "added_kv_proj_dim": 96,
+            "in_channels": 2 * 12 + 4,
+            "out_channels": 12,
+        },
+        interaction_interval=2,
+        interaction_inner_dim=64,
+        interaction_heads=2,
+        pose_dim=48,
+        plucker_hidden=24,
+        codec="analytic",
+        analytic_pool=8,
+    ),
+    # Candidate successor of "small" (not yet trained far enough to replace it; see BENCHMARKS.md): 8 blocks of
+    # width 192 at pool 4 (z = 48), 9.6M parameters, 19.2 MB exported (LoRA folded in, float16). A perfect
+    # pool-8 prediction scores below OpenCV inpainting in the holes (scripts/codec_bound.py), so "small" can
+    # never win on RGB PSNR; pool 4 raises that bound by ~2 dB. A token then emits 2 x 2 x z = 192 values,
+    # so the width must be at least 192: a narrower output projection cannot even represent the noise it
+    # has to remove.
+    "small-p4": DualStreamConfig(
         wan={
             **_ANALYTIC_COMMON,
             "num_attention_heads": 4,
@@ -226,7 +248,7 @@ PRESET_NAMES = tuple(_PRESETS)
 
 
 def get_preset(name: str) -> DualStreamConfig:
-    """A fresh copy of the named configuration ("tiny", "small", "wan2.1-i2v-14b", "wan2.1-1.3b-i2v")."""
+    """A fresh copy of the named configuration ("tiny", "small", "small-p4", "wan2.1-i2v-14b", "wan2.1-1.3b-i2v")."""
     if name not in _PRESETS:
         raise ValueError(f"unknown model preset {name!r}; choose one of {PRESET_NAMES}")
     return copy.deepcopy(_PRESETS[name])
