@@ -213,8 +213,7 @@ def test_config_mismatch_in_weights_is_caught(prepared_root, checkpoint, tmp_pat
         _infer(prepared_root, tmp_path / "out", "--checkpoint_dir", str(bad))
 
 
-def test_embedded_model_roundtrip(tmp_path, monkeypatch):
-    """export_embedded writes what the default-model path loads back, tensor for tensor."""
+def _perturbed_tiny_with_lora():
     from panowan.models.lora import add_lora
     from panowan.models.testing import tiny_dual_stream
 
@@ -223,7 +222,13 @@ def test_embedded_model_roundtrip(tmp_path, monkeypatch):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))  # not the initialisation: a load must really copy
-    files = infer_cmd.export_embedded(model, {"resolution": 32, "synth_seeds": [0]}, tmp_path)
+    return model
+
+
+def test_embedded_model_roundtrip(tmp_path, monkeypatch):
+    """export_embedded(compact=False) writes what the default-model path loads back, tensor for tensor."""
+    model = _perturbed_tiny_with_lora()
+    files = infer_cmd.export_embedded(model, {"resolution": 32, "synth_seeds": [0]}, tmp_path, compact=False)
     assert sum(f.stat().st_size for f in files) < 20 * 2**20
     monkeypatch.setattr(infer_cmd, "ASSETS", tmp_path)
     source = infer_cmd.embedded_source()
@@ -233,6 +238,33 @@ def test_embedded_model_roundtrip(tmp_path, monkeypatch):
     assert ours.keys() == theirs.keys()
     for k in ours:
         torch.testing.assert_close(theirs[k], ours[k], rtol=0, atol=0)
+
+
+def test_compact_embedded_model_computes_the_same_function(tmp_path, monkeypatch):
+    """The default export (LoRA folded in, float16 parameters) is smaller and, loaded back, gives the
+    adapter model's outputs up to float16 rounding of the weights."""
+    from safetensors import safe_open
+
+    from panowan.models.testing import tiny_inputs
+
+    model = _perturbed_tiny_with_lora().eval()
+    full = infer_cmd.export_embedded(model, {}, tmp_path / "full", compact=False)[0].stat().st_size
+    files = infer_cmd.export_embedded(model, {}, tmp_path / "compact")
+    assert files[0].stat().st_size < 0.5 * full  # no adapter matrices, half-width numbers
+    with safe_open(str(files[0]), "pt") as f:
+        names = list(f.keys())
+        assert {f.get_slice(k).get_dtype() for k in names} == {"F16"}
+    monkeypatch.setattr(infer_cmd, "ASSETS", tmp_path / "compact")
+    source = infer_cmd.embedded_source()
+    assert source.lora is None
+    loaded, _, _ = infer_cmd.build_model(source, None, torch.device("cpu"), torch.float32)
+    assert not any("lora" in k for k in loaded.state_dict())
+    inputs = tiny_inputs(seed=1)
+    with torch.no_grad():
+        want, got = model(**inputs), loaded(**inputs)
+    for s in want:
+        err = (got[s] - want[s]).abs().max() / want[s].abs().max()
+        assert 0 < err < 2e-3, (s, float(err))  # rounded (so really float16), but only by rounding
 
 
 def test_untrained_default_warns(monkeypatch, tmp_path):

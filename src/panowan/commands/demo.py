@@ -25,11 +25,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rooms", type=int, default=3, help="number of synthetic rooms")
     parser.add_argument("--views", type=int, default=5, help="views per room (>= 5)")
     parser.add_argument(
-        "--seed", type=int, default=DEMO_SEED, help="synthetic-room seed (unseen in training)"
+        "--seed",
+        type=int,
+        default=DEMO_SEED,
+        help="synthetic-room seed (must differ from the model's training seeds)",
     )
     parser.add_argument("--steps", type=int, default=10, help="sampling steps")
     parser.add_argument("--resolution", type=int, default=None,
                         help="panorama height (default: the embedded model's training resolution)")  # fmt: skip
+    parser.add_argument("--model_dir", default=None, help="folder of an exported model to evaluate instead of "
+                        "the embedded one (as scripts/train_default_model.py --export writes)")  # fmt: skip
     parser.add_argument("--baselines", nargs="*", default=["telea", "copy"], choices=["telea", "ns", "copy"],
                         help="baselines to compare with")  # fmt: skip
 
@@ -57,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--views must be >= 5 (the model needs 4k + 1 >= 5 views), got {args.views}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        source = infer_cmd.embedded_source()
+        source = infer_cmd.embedded_source(args.model_dir)
     warn_lines = [str(w.message) for w in caught]
     for line in warn_lines:
         log.warning("%s", line)
@@ -73,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     parser = argparse.ArgumentParser()
     infer_cmd.add_arguments(parser)
     infer_args = parser.parse_args(["--data_root", str(data), "--output_dir", str(pred), "--num_inference_steps",
-                                    str(args.steps), "--num_frames", str(frames), "--resolution", str(height)])  # fmt: skip
+                                    str(args.steps), "--num_frames", str(frames), "--resolution", str(height),
+                                    *(["--model_dir", str(args.model_dir)] if args.model_dir else [])])  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # already reported above
         infer_cmd.infer(infer_args)

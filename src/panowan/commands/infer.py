@@ -5,7 +5,8 @@ pretrained weights), or, without both, the default model embedded in the package
 Writes per room OUTPUT_DIR/{area}/{room}/panorama_XXXX.png, panorama_XXXX_depth.npy (metres),
 panorama_XXXX_depth.png (16-bit millimetres), panorama_XXXX_depth_color.png and room.ply (all views fused
 in view 0's frame). Inputs are checked (rooms prepared, views present, checkpoint configuration and LoRA
-rank) before any model is loaded. The same --seed writes the same files.
+rank) before any model is loaded. The same --seed writes the same files. --timings_json writes the seconds
+of each phase to a separate file (the completion files do not change).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "layout); needed with a checkpoint of a preset that uses pretrained weights")  # fmt: skip
     parser.add_argument("--checkpoint_dir", default=None, help="training output folder (or one checkpoint-STEP "
                         "folder); without it and --base_model_dir the embedded default model is used")  # fmt: skip
+    parser.add_argument("--model_dir", default=None, help="folder of an exported model (default_model.json + "
+                        "default_model.safetensors, as scripts/train_default_model.py writes); default: the "
+                        "model embedded in the package")  # fmt: skip
     parser.add_argument("--checkpoint_step", type=int, default=None,
                         help="use CHECKPOINT_DIR/checkpoint-STEP (default: the newest complete one)")  # fmt: skip
     parser.add_argument("--data_root", required=True, help="prepared rooms: DATA_ROOT/{area}/{room}/")
@@ -67,6 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
                         help="model precision")  # fmt: skip
+    parser.add_argument("--timings_json", default=None, help="write the wall seconds of each phase here (JSON: "
+                        "model loading; per room reading, text + image encoders, VAE encode, denoising, VAE "
+                        "decode, writing, total; every rank's share and, on CUDA, peak memory); the device is "
+                        "synchronised around each phase. Completion files are unchanged")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ model source
@@ -113,6 +122,10 @@ def resolve_model(args: argparse.Namespace) -> ModelSource:
     from panowan.models.lora import read_trainable_config
     from panowan.models.presets import get_preset
 
+    if args.model_dir and (args.checkpoint_dir or args.base_model_dir):
+        raise ValueError(
+            "--model_dir is an exported model: pass it alone, not with --checkpoint_dir / --base_model_dir"
+        )
     if args.checkpoint_dir:
         folder = _checkpoint_folder(Path(args.checkpoint_dir), args.checkpoint_step)
         weights = folder / "weights" if (folder / "weights").is_dir() else folder
@@ -128,7 +141,7 @@ def resolve_model(args: argparse.Namespace) -> ModelSource:
     elif args.checkpoint_step is not None:
         raise ValueError("--checkpoint_step needs --checkpoint_dir")
     else:
-        source = embedded_source()
+        source = embedded_source(args.model_dir)
     cfg = source.model_config
     if args.preset is not None:
         preset = get_preset(args.preset)
@@ -152,14 +165,18 @@ def resolve_model(args: argparse.Namespace) -> ModelSource:
     return source
 
 
-def embedded_source() -> ModelSource:
-    """The default model shipped in panowan/assets, or (with a warning) an untrained initialisation."""
+def embedded_source(folder: str | os.PathLike | None = None) -> ModelSource:
+    """An exported model in `folder`; by default the one shipped in panowan/assets, or (with a warning)
+    an untrained initialisation when the package holds none."""
     import json
 
     from panowan.models.lora import LoraSettings
     from panowan.models.presets import DualStreamConfig, get_preset
 
-    cfg_path, weights = ASSETS / EMBEDDED_CONFIG, ASSETS / EMBEDDED_WEIGHTS
+    root = ASSETS if folder is None else Path(folder)
+    cfg_path, weights = root / EMBEDDED_CONFIG, root / EMBEDDED_WEIGHTS
+    if folder is not None and not (cfg_path.is_file() and weights.is_file()):
+        raise ValueError(f"{root}: not an exported model (needs {EMBEDDED_CONFIG} and {EMBEDDED_WEIGHTS})")
     if not (cfg_path.is_file() and weights.is_file()):
         warnings.warn(
             f"no trained default model in {ASSETS} ({EMBEDDED_CONFIG} + {EMBEDDED_WEIGHTS}): using an UNTRAINED "
@@ -234,17 +251,35 @@ def build_model(source: ModelSource, base_model_dir: str | None, device, dtype, 
     return model, codec, encoder
 
 
-def export_embedded(model, source_info: dict[str, Any], out_dir: str | os.PathLike = ASSETS) -> list[Path]:
-    """Write a model as the embedded default: full state dict (safetensors) + config json."""
-    from safetensors.torch import save_model
+def export_embedded(
+    model, source_info: dict[str, Any], out_dir: str | os.PathLike = ASSETS, *, compact: bool = True
+) -> list[Path]:
+    """Write a model as the embedded default: its state dict (safetensors) + config json.
 
+    `compact` (the default) folds the LoRA adapters into the base weights and stores parameters in
+    float16, which halves the package size; loading casts back to the model's dtype. The weights of a
+    seeded random base plus adapters are then one matrix each, so nothing of the function is lost
+    beyond float16 rounding (a test bounds it)."""
+    import copy
+
+    import torch
+    from safetensors.torch import save_file
+
+    from panowan.models.lora import merge_lora
     from panowan.utils.atomic import atomic_write, atomic_write_json
 
     out_dir = Path(out_dir)
+    model = copy.deepcopy(model).float().cpu()
+    if compact and model.lora_settings is not None:
+        merge_lora(model)
     lora = None if model.lora_settings is None else model.lora_settings.to_dict()
+    params = {name for name, _ in model.named_parameters()}
+    dtype = torch.float16 if compact else torch.float32
+    tensors = {k: (v.to(dtype) if k in params else v).contiguous() for k, v in model.state_dict().items()}
     weights = out_dir / EMBEDDED_WEIGHTS
-    atomic_write(weights, lambda p: save_model(model.float().cpu(), str(p)))
-    meta = {"format": EMBEDDED_FORMAT, "model": model.config.to_dict(), "lora": lora, "train": source_info}
+    atomic_write(weights, lambda p: save_file(tensors, str(p)))
+    meta = {"format": EMBEDDED_FORMAT, "model": model.config.to_dict(), "lora": lora,
+            "weights_dtype": str(dtype).removeprefix("torch."), "train": source_info}  # fmt: skip
     atomic_write_json(out_dir / EMBEDDED_CONFIG, meta)
     return [weights, out_dir / EMBEDDED_CONFIG]
 
@@ -280,6 +315,9 @@ def infer(args: argparse.Namespace) -> list[Path]:
     import torch
 
     from panowan.sample.pipeline import complete_room, write_completion
+    from panowan.utils.timing import PhaseTimer
+
+    started = time.perf_counter()
 
     if args.num_inference_steps < 1:
         raise ValueError(f"--num_inference_steps must be >= 1, got {args.num_inference_steps}")
@@ -299,31 +337,84 @@ def infer(args: argparse.Namespace) -> list[Path]:
     else:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = getattr(torch, args.dtype)
+    timed = args.timings_json is not None  # untimed runs never synchronise the device for a clock
+    load_timer = PhaseTimer(device, enabled=timed)
     log.info("loading %s", source.description)
-    model, codec, encoder = build_model(source, args.base_model_dir, device, dtype, groups)
+    with load_timer.phase("load_model"):
+        model, codec, encoder = build_model(source, args.base_model_dir, device, dtype, groups)
     writes = groups is None or groups.rank % 2 == 0  # the pair's first rank writes its rooms
     written = []
+    room_seconds: dict[str, dict[str, float]] = {}
     for index in indices:
-        sample = dataset[index]
-        info = dataset.rooms[index]
-        poses = [info.poses[info.views.index(v)] for v in sample.view_indices]
-        completion = complete_room(
-            model, codec, encoder, sample, steps=args.num_inference_steps, guidance=args.guidance_scale,
-            seed=args.seed, sampler=args.sampler, flow_shift=flow_shift, composite=not args.no_composite,
-            seam_roll=not args.no_seam_roll, negative_prompt=args.negative_prompt,
-        )  # fmt: skip
-        completion.settings["model"] = source.description if source.kind == "checkpoint" else source.kind
-        if writes:
-            written.append(
-                write_completion(args.output_dir, completion, poses, point_stride=args.point_stride)
-            )
-            log.info("wrote %s", written[-1])
+        timer = PhaseTimer(device, enabled=timed)
+        with timer.phase("total"):
+            with timer.phase("read"):
+                sample = dataset[index]
+            info = dataset.rooms[index]
+            poses = [info.poses[info.views.index(v)] for v in sample.view_indices]
+            completion = complete_room(
+                model, codec, encoder, sample, steps=args.num_inference_steps, guidance=args.guidance_scale,
+                seed=args.seed, sampler=args.sampler, flow_shift=flow_shift, composite=not args.no_composite,
+                seam_roll=not args.no_seam_roll, negative_prompt=args.negative_prompt, timer=timer,
+            )  # fmt: skip
+            completion.settings["model"] = source.description if source.kind == "checkpoint" else source.kind
+            if writes:
+                with timer.phase("write"):
+                    written.append(
+                        write_completion(args.output_dir, completion, poses, point_stride=args.point_stride)
+                    )
+                log.info("wrote %s", written[-1])
+        room_seconds[sample.room_id] = timer.seconds
+    if timed:
+        record = {"rank": 0 if groups is None else groups.rank, "streams": list(model.local_streams),
+                  "writes": writes, "load_model": load_timer.seconds["load_model"], "rooms": room_seconds,
+                  "infer": load_timer.now() - started, **_memory_record(device)}  # fmt: skip
+        write_timings(args.timings_json, record, groups, {
+            "device": str(device), "dtype": args.dtype, "steps": args.num_inference_steps,
+            "num_frames": num_frames, "resolution": resolution,
+        })  # fmt: skip
     if groups is not None:
         import torch.distributed as dist
 
         dist.barrier()
         dist.destroy_process_group()
     return written
+
+
+def _memory_record(device) -> dict[str, Any]:
+    """Peak CUDA memory of this process (GiB), or nothing off CUDA."""
+    import torch
+
+    if device.type != "cuda":
+        return {}
+    return {"peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30,
+            "device_name": torch.cuda.get_device_name(device)}  # fmt: skip
+
+
+def write_timings(path: str, record: dict[str, Any], groups, settings: dict[str, Any]) -> None:
+    """Gather every rank's phase seconds (`record`); rank 0 writes them to `path` (JSON, seconds).
+
+    Top level: the first rank's `load_model`, `infer` (from the command's start to the end of its rooms) and
+    `peak_memory_gib` (the largest of any rank, on CUDA); `rooms` (each room as timed by the rank that wrote
+    it); `ranks` (every rank's own record). Every rank must call this (a collective under torchrun)."""
+    from panowan.utils.atomic import atomic_write_json
+
+    records = [record]
+    if groups is not None:
+        import torch.distributed as dist
+
+        records = [None] * groups.world_size
+        dist.all_gather_object(records, record)
+    if record["rank"] != 0:
+        return
+    first = records[0]
+    out = {**settings, "world_size": len(records), "load_model": first["load_model"], "infer": first["infer"],
+           "rooms": {k: v for r in records if r["writes"] for k, v in r["rooms"].items()}, "ranks": records}  # fmt: skip
+    peaks = [r["peak_memory_gib"] for r in records if "peak_memory_gib" in r]
+    if peaks:
+        out["peak_memory_gib"] = max(peaks)
+        out["device_name"] = first["device_name"]
+    atomic_write_json(path, out)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ from panowan.geometry.pose import Pose, relative_poses, stack_poses
 from panowan.models.conditioning import frames_to_video
 from panowan.parallel.exchange import STREAMS, other_stream
 from panowan.sample.sampler import roll_w, sample_flow, stream_noise
+from panowan.utils.timing import PhaseTimer, disabled_timer
 
 DEPTH_PNG_SCALE = 1000.0  # metres -> millimetres in the 16-bit PNG
 SPATIAL = 8  # pixels per latent cell (Wan's VAE and the analytic codec)
@@ -114,17 +115,23 @@ def complete_room(
     seam_roll: bool = True,
     negative_prompt: str = "",
     progress: bool = True,
+    timer: PhaseTimer | None = None,
 ) -> Completion:
     """Complete every view of one `Sample` (one room). See the module docstring.
 
     `encoder` is a `ConditioningEncoder` (`encode(prompts, first_frames_B3HW in [-1, 1])`); guidance > 1
-    adds an unconditional pass with `negative_prompt`. The model must hold both streams.
+    adds an unconditional pass with `negative_prompt`. The model must hold both streams. `timer` (optional,
+    `panowan.utils.timing.PhaseTimer`) receives the seconds of the phases "vae_encode",
+    "encoders" (text + image), "denoise" and "vae_decode"; nothing of it goes into the `Completion`.
     """
+    timer = timer or disabled_timer()
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
-    conditions = build_conditions(codec, sample, device, dtype)
+    with timer.phase("vae_encode"):
+        conditions = build_conditions(codec, sample, device, dtype)
     first_frame = sample.cond_rgb[:1]  # 1,3,H,W in [-1, 1]: view 0, complete
-    text, image = _encode(encoder, sample.prompt, first_frame, device, dtype)
+    with timer.phase("encoders"):
+        text, image = _encode(encoder, sample.prompt, first_frame, device, dtype)
     plucker = frames_to_video(sample.plucker[None]).to(device, dtype)
     local = tuple(getattr(model, "local_streams", STREAMS))
     shape = tuple(conditions["rgb"].shape)
@@ -133,21 +140,25 @@ def complete_room(
     cond_fn = model_velocity(model, conditions, plucker, text, image)
     uncond_fn = None
     if guidance > 1:
-        neg_text, _ = _encode(encoder, negative_prompt, first_frame, device, dtype)
+        with timer.phase("encoders"):
+            neg_text, _ = _encode(encoder, negative_prompt, first_frame, device, dtype)
         uncond_fn = model_velocity(model, conditions, plucker, neg_text, image)
-    latents = sample_flow(
-        cond_fn, noise, steps=steps, sampler=sampler, flow_shift=flow_shift, guidance=guidance,
-        uncond_fn=uncond_fn, seam_roll=seam_roll, progress=progress, desc=sample.room_id,
-    )  # fmt: skip
-    if set(latents) != set(STREAMS):  # one stream per rank: the peer's final latents complete the pair
-        flat = {s: x.reshape(x.shape[0], 1, -1) for s, x in latents.items()}  # the exchange moves B,S,D
-        with torch.no_grad():
-            others = model.exchange.swap(flat)
-        latents = {**latents, **{other_stream(s): x.reshape(latents[s].shape) for s, x in others.items()}}
-    return finish_completion(codec, latents, sample, composite=composite, settings={
-        "steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler, "flow_shift": flow_shift,
-        "composite": composite, "seam_roll": seam_roll,
-    })  # fmt: skip
+    with timer.phase("denoise"):
+        latents = sample_flow(
+            cond_fn, noise, steps=steps, sampler=sampler, flow_shift=flow_shift, guidance=guidance,
+            uncond_fn=uncond_fn, seam_roll=seam_roll, progress=progress, desc=sample.room_id,
+        )  # fmt: skip
+        if set(latents) != set(STREAMS):  # one stream per rank: the peer's final latents complete the pair
+            flat = {s: x.reshape(x.shape[0], 1, -1) for s, x in latents.items()}  # the exchange moves B,S,D
+            with torch.no_grad():
+                others = model.exchange.swap(flat)
+            latents = {**latents, **{other_stream(s): x.reshape(latents[s].shape) for s, x in others.items()}}
+    with timer.phase("vae_decode"):  # decoding dominates; compositing is a few element-wise ops
+        completion = finish_completion(codec, latents, sample, composite=composite, settings={
+            "steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler, "flow_shift": flow_shift,
+            "composite": composite, "seam_roll": seam_roll,
+        })  # fmt: skip
+    return completion
 
 
 def finish_completion(
