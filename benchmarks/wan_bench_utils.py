@@ -47,6 +47,19 @@ def build_random_wan(wan_kwargs: dict, device: torch.device, dtype=torch.bfloat1
     return model.to(dtype)
 
 
+def empty_wan(wan_kwargs: dict, device: torch.device | str, dtype=torch.bfloat16):
+    """A WanTransformer3DModel whose weights are allocated on `device` but never initialised (instant at
+    14B): for code that needs the module tree and its placement, not its values (LoRA adapters and the
+    dual-stream modules built beside it, which are initialised on their own)."""
+    from diffusers import WanTransformer3DModel
+
+    from panowan.models.testing import default_device_dtype
+
+    with default_device_dtype("meta", dtype):
+        model = WanTransformer3DModel(**wan_kwargs)
+    return model.to_empty(device=device)
+
+
 def random_inputs(
     wan_kwargs: dict, shape: Shape, device, dtype=torch.bfloat16, seed: int = 0, batch: int = 1
 ):

@@ -1,49 +1,28 @@
 """Tiny replicas of the two published Wan2.1-I2V folder layouts, with random weights.
 
-The models are built in memory (diffusers / transformers classes, 2 layers, widths 16-32), then written
+The models are built in memory (diffusers / transformers classes, 2 layers, widths 16-32, by
+`panowan.models.testing.build_i2v_parts`, which the GPU benchmarks use at the real sizes), then written
 
 - in the diffusers layout with `save_pretrained` (as `Wan2.1-I2V-14B-720P-Diffusers`), and
 - in the original layout with Wan's own key names (as `Wan2.1-I2V-14B-720P`): the transformer and VAE keys
   are produced by inverting diffusers' key mapping (and checked by running diffusers' converter on them),
   the UMT5 / CLIP keys by writing Wan's T5Encoder / XLMRobertaCLIP names (wan/modules/t5.py, clip.py).
 
-A tiny Unigram (T5-style) tokenizer is trained with the `tokenizers` library on a few sentences.
+A tiny Unigram (T5-style) tokenizer is trained with the `tokenizers` library on a few sentences
+(`panowan.models.testing.build_tokenizer`).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-SENTENCES = [
-    "a bright living room with a grey sofa and a wooden table",
-    "a dark kitchen with white tiles and a steel fridge",
-    "a small bedroom with a wooden floor, a lamp and a window",
-    "an office with two desks, chairs and a bookshelf",
-]
+from panowan.models.testing import WanI2VParts, build_i2v_parts, tiny_i2v_sizes, write_diffusers_layout
 
-TRANSFORMER_KW = dict(
-    patch_size=(1, 2, 2),
-    num_attention_heads=2,
-    attention_head_dim=16,
-    in_channels=36,
-    out_channels=16,
-    text_dim=32,
-    freq_dim=32,
-    ffn_dim=64,
-    num_layers=2,
-    cross_attn_norm=True,
-    qk_norm="rms_norm_across_heads",
-    eps=1e-6,
-    image_dim=32,
-    added_kv_proj_dim=32,
-    rope_max_seq_len=1024,
-)
 # Wan's own config.json keys for the same model (as published for Wan2.1-I2V-14B-720P).
 ORIGINAL_CONFIG = {
     "_class_name": "WanModel",
@@ -61,13 +40,7 @@ ORIGINAL_CONFIG = {
 }
 
 
-@dataclass
-class Replica:
-    transformer: torch.nn.Module
-    vae: torch.nn.Module
-    text_encoder: torch.nn.Module
-    image_encoder: torch.nn.Module
-    tokenizer: object
+Replica = WanI2VParts  # the name the loading tests use
 
 
 def _randomise(model: torch.nn.Module, seed: int, scale: float = 0.2) -> None:
@@ -79,100 +52,21 @@ def _randomise(model: torch.nn.Module, seed: int, scale: float = 0.2) -> None:
             p.copy_(torch.randn(p.shape, generator=g) * scale + (1.0 if p.dim() == 1 else 0.0) * 0.5)
 
 
-def build_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import T5TokenizerFast
-
-    tok = Tokenizer(models.Unigram())
-    tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    trainer = trainers.UnigramTrainer(
-        vocab_size=80, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"
-    )
-    tok.train_from_iterator(SENTENCES * 3, trainer)
-    eos = tok.token_to_id("</s>")
-    tok.post_processor = processors.TemplateProcessing(
-        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", eos)]
-    )
-    return T5TokenizerFast(
-        tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", extra_ids=0
-    )
-
-
 def build_replica(seed: int = 0) -> Replica:
-    from diffusers import AutoencoderKLWan, WanTransformer3DModel
-    from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
-
-    torch.manual_seed(seed)
-    tokenizer = build_tokenizer()
-    transformer = WanTransformer3DModel(**TRANSFORMER_KW)
-    vae = AutoencoderKLWan(base_dim=8, z_dim=16)
-    text_encoder = UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=len(tokenizer),
-            d_model=32,
-            d_kv=16,
-            d_ff=64,
-            num_layers=2,
-            num_heads=2,
-            relative_attention_num_buckets=32,
-            relative_attention_max_distance=128,
-            feed_forward_proj="gated-gelu",
-            tie_word_embeddings=False,
-            pad_token_id=0,
-            eos_token_id=1,
-        )
-    )
-    # One head: Wan's CLIP checkpoint carries no config, the loader assumes ViT-H's head width 80.
-    image_encoder = CLIPVisionModel(
-        CLIPVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=1,
-            image_size=28,
-            patch_size=14,
-            hidden_act="gelu",
-            projection_dim=24,
-        )
-    )
-    for i, m in enumerate((transformer, vae, text_encoder, image_encoder)):
-        _randomise(m, seed * 10 + i, scale=0.05 if m is vae else 0.2)
-        m.eval()
-    return Replica(transformer, vae, text_encoder, image_encoder, tokenizer)
+    """The tiny sizes (`panowan.models.testing.tiny_i2v_sizes`, a plain CLIPVisionModel as Wan's original
+    layout holds no projection) with every parameter randomised."""
+    rep = build_i2v_parts(tiny_i2v_sizes("CLIPVisionModel"), seed=seed)
+    for i, m in enumerate((rep.transformer, rep.vae, rep.text_encoder, rep.image_encoder)):
+        _randomise(m, seed * 10 + i, scale=0.05 if m is rep.vae else 0.2)
+    return rep
 
 
 # --------------------------------------------------------------------------------------- diffusers layout
 
 
 def write_diffusers(rep: Replica, folder: Path) -> Path:
-    from diffusers import UniPCMultistepScheduler
-
-    from panowan.models.loading import wan_image_processor
-
-    folder.mkdir(parents=True)
-    index = {
-        "_class_name": "WanImageToVideoPipeline",
-        "_diffusers_version": "0.33.0.dev0",
-        "image_encoder": ["transformers", "CLIPVisionModel"],
-        "image_processor": ["transformers", "CLIPImageProcessor"],
-        "scheduler": ["diffusers", "UniPCMultistepScheduler"],
-        "text_encoder": ["transformers", "UMT5EncoderModel"],
-        "tokenizer": ["transformers", "T5TokenizerFast"],
-        "transformer": ["diffusers", "WanTransformer3DModel"],
-        "vae": ["diffusers", "AutoencoderKLWan"],
-    }
-    (folder / "model_index.json").write_text(json.dumps(index))
-    rep.transformer.save_pretrained(folder / "transformer", max_shard_size="20KB")  # sharded, with index
-    rep.vae.save_pretrained(folder / "vae")
-    rep.text_encoder.save_pretrained(folder / "text_encoder")
-    rep.image_encoder.save_pretrained(folder / "image_encoder")
-    rep.tokenizer.save_pretrained(folder / "tokenizer")
-    wan_image_processor(28).save_pretrained(folder / "image_processor")
-    UniPCMultistepScheduler(
-        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0
-    ).save_config(folder / "scheduler")
+    """The transformer sharded into many small files (with an index), the rest one file each."""
+    write_diffusers_layout(rep, folder, image_size=28, transformer_shard_size="20KB")
     return folder
 
 

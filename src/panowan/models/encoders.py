@@ -106,7 +106,8 @@ class WanConditioningEncoder:
             parts.append(json.dumps(self.image_processor.to_dict(), sort_keys=True, default=str))
             tensors.append(next(iter(self.image_encoder.state_dict().values())))
         for t in tensors:
-            parts.append(repr(t.detach().float().flatten()[:4096].cpu().double().sum().item()))
+            # Slice before converting: the first tensor of UMT5-XXL is its 1B-entry embedding.
+            parts.append(repr(t.detach().flatten()[:4096].float().cpu().double().sum().item()))
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
     def cache_key(self, prompt: str, image_HW3: Any | None) -> str:
