@@ -5,7 +5,7 @@
 
 1. `panowan synth`: training rooms (seed --train_seed) at --resolution x 2*resolution, 9 views each;
 2. `panowan prepare`;
-3. `panowan train --preset small` with LoRA on every linear layer of the (seeded random) Wan base,
+3. `panowan train --preset small` (--preset) with LoRA on every linear layer of the (seeded random) Wan base,
    interaction layers and PluckerNet in full (the flags are printed and saved in the run's config.json).
    With --time_budget, a short probe run first measures seconds per step on this machine, and the run
    gets as many steps as fit the budget, so its cosine schedule ends where the time does;
@@ -53,7 +53,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--lr", type=float, default=1e-3, help="peak learning rate (cosine schedule, 100 warm-up steps)"
     )
-    p.add_argument("--lora_rank", type=int, default=48, help="LoRA rank of every adapted layer")
+    p.add_argument(
+        "--preset",
+        default="small",
+        help="model preset (small: the shipped model; small-p4: its candidate successor)",
+    )
+    p.add_argument("--lora_rank", type=int, default=32, help="LoRA rank of every adapted layer")
     p.add_argument("--hole_weight", type=float, default=0.0, help="extra MSE weight of the holes")
     p.add_argument("--workers", type=int, default=4, help="data-loading threads (--dataloader_workers)")
     p.add_argument(
@@ -69,13 +74,13 @@ def parse_args() -> argparse.Namespace:
 
 
 def train_command(args: argparse.Namespace, data: Path, run: Path, steps: int) -> list[str]:
-    return [sys.executable, "-m", "panowan", "train", "--preset", "small", "--data_root", str(data),
+    return [sys.executable, "-m", "panowan", "train", "--preset", args.preset, "--data_root", str(data),
             "--output_dir", str(run), "--resolution", str(args.resolution), "--num_frames", str(args.num_frames),
             "--train_batch_size", str(args.batch), "--max_train_steps", str(steps), "--learning_rate", str(args.lr),
             "--lr_scheduler", "cosine", "--lr_warmup_steps", str(min(100, steps // 10)),
             "--lora_rank", str(args.lora_rank), "--lora_targets", *LORA_TARGETS, "--hole_weight", str(args.hole_weight),
             "--checkpointing_steps", str(max(50, steps // 8)), "--checkpoints_total_limit", "2",
-            "--dataloader_workers", str(args.workers), "--mixed_precision", args.mixed_precision,
+            "--dataloader_workers", str(args.workers), "--cache_files", "--mixed_precision", args.mixed_precision,
             "--seed", str(args.train_seed), "--no-progress", "--no-tensorboard"]  # fmt: skip
 
 
@@ -118,7 +123,9 @@ def export(args: argparse.Namespace, work: Path, run: Path, info: dict) -> None:
     model, _, _ = infer_cmd.build_model(source, None, "cpu", __import__("torch").float32)
     info["steps"] = int(Path(source.weights).parent.name.split("-")[-1])
     written = infer_cmd.export_embedded(model, info, args.export)
-    print("exported", [f"{w} ({w.stat().st_size / 1e6:.1f} MB)" for w in written], json.dumps(info), flush=True)
+    print(
+        "exported", [f"{w} ({w.stat().st_size / 1e6:.1f} MB)" for w in written], json.dumps(info), flush=True
+    )
 
 
 def main() -> None:
