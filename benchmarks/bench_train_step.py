@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_k_proj", "add_v_proj",
-                "ffn.net.0.proj", "ffn.net.2", "proj_out", "patch_embedding"]  # fmt: skip
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from panowan.models.lora import EVERY_LINEAR_TARGET
+from wan_bench_utils import summary, time_cuda
 
 
 def parse_args() -> argparse.Namespace:
@@ -46,22 +47,8 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def timed(fn, warmup: int, iters: int) -> dict:
-    for _ in range(warmup):
-        fn()
-    _sync()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        _sync()
-        times.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(times), "min_s": min(times), "n": len(times)}
+    return summary(time_cuda(fn, warmup, iters))
 
 
 def make_trainer(args: argparse.Namespace, data: Path, out: Path):
@@ -69,7 +56,7 @@ def make_trainer(args: argparse.Namespace, data: Path, out: Path):
     from panowan.train.trainer import Trainer
 
     config = TrainConfig(data_root=str(data), output_dir=str(out), preset=args.preset, resolution=args.resolution,
-                         num_frames=5, train_batch_size=args.batch, lora_rank=args.lora_rank, lora_targets=LORA_TARGETS,
+                         num_frames=5, train_batch_size=args.batch, lora_rank=args.lora_rank, lora_targets=list(EVERY_LINEAR_TARGET),
                          mixed_precision="no", progress=False, tensorboard=False, learning_rate=1e-3,
                          checkpointing_steps=10**6, max_train_steps=10**6, dataloader_workers=args.workers,
                          cache_files=True)  # fmt: skip
@@ -105,7 +92,8 @@ def main() -> None:
                     block.compile()
             t0 = time.perf_counter()
             trainer.optimizer_step()
-            _sync()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
             result["compile_first_step_s"] = time.perf_counter() - t0
             result["step_no_data_compiled"] = timed(trainer.optimizer_step, 2, args.steps)
         trainer.close()

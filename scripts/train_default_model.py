@@ -25,8 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_k_proj", "add_v_proj",
-                "ffn.net.0.proj", "ffn.net.2", "proj_out", "patch_embedding"]  # fmt: skip
+from panowan.models.lora import EVERY_LINEAR_TARGET
+
+LORA_TARGETS = list(EVERY_LINEAR_TARGET)
 PROBE_STEPS = 40
 
 

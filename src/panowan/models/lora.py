@@ -32,6 +32,10 @@ from panowan.parallel.exchange import STREAMS
 from panowan.utils.atomic import atomic_write, atomic_write_json
 
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+# Every linear layer of a Wan block plus the patch embedding and output projection: for a base whose weights
+# are seeded random rather than pretrained (the small presets), where adapting attention alone is too little.
+EVERY_LINEAR_TARGET = (*DEFAULT_TARGETS, "add_k_proj", "add_v_proj", "ffn.net.0.proj", "ffn.net.2",
+                       "proj_out", "patch_embedding")  # fmt: skip
 CONFIG_FILE = "trainable_config.json"
 PLUCKER_FILE = "plucker_net.safetensors"
 
