@@ -143,6 +143,16 @@ def test_missing_view_error(prepared_root, tmp_path, monkeypatch):
         _infer(data, tmp_path / "out")
 
 
+def test_model_dir_errors(prepared_root, tmp_path, monkeypatch):
+    _no_heavy_work(monkeypatch)
+    with pytest.raises(ValueError, match="not an exported model"):
+        _infer(prepared_root, tmp_path / "out", "--model_dir", str(tmp_path))
+    with pytest.raises(ValueError, match="--model_dir is an exported model"):
+        _infer(
+            prepared_root, tmp_path / "out", "--model_dir", str(tmp_path), "--checkpoint_dir", str(tmp_path)
+        )
+
+
 def test_unknown_room_error(prepared_root, tmp_path, monkeypatch):
     _no_heavy_work(monkeypatch)
     with pytest.raises(ValueError, match="area_000/nope"):
@@ -240,7 +250,7 @@ def test_embedded_model_roundtrip(tmp_path, monkeypatch):
         torch.testing.assert_close(theirs[k], ours[k], rtol=0, atol=0)
 
 
-def test_compact_embedded_model_computes_the_same_function(tmp_path, monkeypatch):
+def test_compact_embedded_model_computes_the_same_function(tmp_path):
     """The default export (LoRA folded in, float16 parameters) is smaller and, loaded back, gives the
     adapter model's outputs up to float16 rounding of the weights."""
     from safetensors import safe_open
@@ -254,8 +264,7 @@ def test_compact_embedded_model_computes_the_same_function(tmp_path, monkeypatch
     with safe_open(str(files[0]), "pt") as f:
         names = list(f.keys())
         assert {f.get_slice(k).get_dtype() for k in names} == {"F16"}
-    monkeypatch.setattr(infer_cmd, "ASSETS", tmp_path / "compact")
-    source = infer_cmd.embedded_source()
+    source = infer_cmd.embedded_source(tmp_path / "compact")  # what --model_dir loads
     assert source.lora is None
     loaded, _, _ = infer_cmd.build_model(source, None, torch.device("cpu"), torch.float32)
     assert not any("lora" in k for k in loaded.state_dict())

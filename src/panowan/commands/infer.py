@@ -175,9 +175,11 @@ def embedded_source(folder: str | os.PathLike | None = None) -> ModelSource:
 
     root = ASSETS if folder is None else Path(folder)
     cfg_path, weights = root / EMBEDDED_CONFIG, root / EMBEDDED_WEIGHTS
-    if folder is not None and not (cfg_path.is_file() and weights.is_file()):
-        raise ValueError(f"{root}: not an exported model (needs {EMBEDDED_CONFIG} and {EMBEDDED_WEIGHTS})")
     if not (cfg_path.is_file() and weights.is_file()):
+        if folder is not None:
+            raise ValueError(
+                f"{root}: not an exported model (needs {EMBEDDED_CONFIG} and {EMBEDDED_WEIGHTS})"
+            )
         warnings.warn(
             f"no trained default model in {ASSETS} ({EMBEDDED_CONFIG} + {EMBEDDED_WEIGHTS}): using an UNTRAINED "
             "initialisation of the tiny preset; its completions are noise, not results",

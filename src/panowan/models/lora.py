@@ -236,23 +236,16 @@ __all__ = [
 
 
 def merge_lora(model: DualStreamWan) -> None:
-    """Fold every LoRA adapter into its base weight (W + scale B A) and remove the PEFT layers, in place.
+    """Fold every LoRA adapter into its base weight (W + scale B A) and remove the PEFT layers, in place,
+    through diffusers' own `fuse_lora` + `unload_lora` on each stream's transformer.
 
     The merged model computes the same function with the plain diffusers module tree (no adapter
     kernels, base-sized files); afterwards `model.lora_settings` is None and no LoRA can be loaded.
     """
-    from diffusers.utils.peft_utils import recurse_remove_peft_layers
-
     if model.lora_settings is None:
         raise ValueError("the model has no LoRA to merge")
     for transformer in model.streams.values():
-        for layer in transformer.modules():
-            if isinstance(layer, LoraLayer):
-                layer.merge()
-        recurse_remove_peft_layers(transformer)
-        # diffusers' PeftAdapterMixin remembers an adapter was added; the module tree no longer has one.
-        transformer._hf_peft_config_loaded = False
-        if hasattr(transformer, "peft_config"):
-            del transformer.peft_config
+        transformer.fuse_lora()
+        transformer.unload_lora()
     assert not any(isinstance(m, LoraLayer) for m in model.modules()), "a LoRA layer survived the merge"
     model.lora_settings = None
