@@ -87,9 +87,7 @@ def main() -> None:
         trainer.loader.next_batch = lambda: fixed  # the step without data loading
         result["step_no_data"] = timed(trainer.optimizer_step, 1, args.steps)
         if args.compile:
-            for transformer in trainer.model.streams.values():
-                for block in transformer.blocks:
-                    block.compile()
+            trainer.model.compile_blocks()
             t0 = time.perf_counter()
             trainer.optimizer_step()
             if torch.cuda.is_available():

@@ -62,6 +62,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--lora_rank", type=int, default=32, help="LoRA rank of every adapted layer")
     p.add_argument("--hole_weight", type=float, default=0.0, help="extra MSE weight of the holes")
     p.add_argument("--workers", type=int, default=4, help="data-loading threads (--dataloader_workers)")
+    p.add_argument("--compile", action="store_true", help="--compile_blocks (worth it on a GPU)")
     p.add_argument(
         "--mixed_precision", default="no", choices=["no", "bf16"], help="bf16 on a GPU; no on a CPU"
     )
@@ -82,7 +83,8 @@ def train_command(args: argparse.Namespace, data: Path, run: Path, steps: int) -
             "--lora_rank", str(args.lora_rank), "--lora_targets", *LORA_TARGETS, "--hole_weight", str(args.hole_weight),
             "--checkpointing_steps", str(max(50, steps // 8)), "--checkpoints_total_limit", "2",
             "--dataloader_workers", str(args.workers), "--cache_files", "--mixed_precision", args.mixed_precision,
-            "--seed", str(args.train_seed), "--no-progress", "--no-tensorboard"]  # fmt: skip
+            "--seed", str(args.train_seed), "--no-progress", "--no-tensorboard",
+            *(["--compile_blocks"] if args.compile else [])]  # fmt: skip
 
 
 def steps_for_budget(args: argparse.Namespace, data: Path, work: Path) -> tuple[int, dict]:

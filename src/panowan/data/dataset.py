@@ -34,7 +34,7 @@ import torch
 
 from panowan.data.io import depth_header, png_header, read_depth, read_mask, read_rgb
 from panowan.data.layout import RoomError, RoomPaths, discover_views, require_file, scan_rooms
-from panowan.geometry.pose import Pose, PoseFormat, load_pose, relative_poses, stack_poses
+from panowan.geometry.pose import Pose, PoseFormat, load_pose, stack_poses
 
 log = logging.getLogger(__name__)
 
@@ -321,8 +321,8 @@ class RoomDataset(torch.utils.data.Dataset):
     skip_bad_rooms: skip rooms that fail validation (logged, counted in `summary`) instead of raising.
     Frame sampling is seeded by (seed, room index, epoch); call `set_epoch` every epoch.
     mask_polarity: "known" (1 = known, the layout's convention) or "hole" (1 = hole).
-    cache_files: keep every decoded file in memory after its first read (for small panoramas, whose
-    decoding otherwise dominates a GPU step; memory grows to the whole decoded data set).
+    cache_files: keep every decoded file, and every view's Plücker map, in memory after its first use (for
+    small panoramas, whose decoding otherwise dominates a GPU step; memory grows to the decoded data set).
     """
 
     def __init__(
@@ -354,6 +354,7 @@ class RoomDataset(torch.utils.data.Dataset):
         self.view_order, self.seed, self.mask_polarity, self.epoch = view_order, seed, mask_polarity, 0
         # path -> decoded array (read-only, so a consumer that wrote into one would fail loudly)
         self._files: dict[Path, np.ndarray] | None = {} if cache_files else None
+        self._pluckers: dict[tuple[int, int, int, int, int], torch.Tensor] = {}  # with cache_files only
         self.rooms: list[RoomInfo] = []
         found = scan_rooms(data_root)
         self.summary: dict = {
@@ -391,10 +392,11 @@ class RoomDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rooms)
 
-    def selected_views(self, index: int) -> list[int]:
-        """Original view numbers of room `index` for the current epoch, in model order (view 0 first)."""
+    def selected_views(self, index: int, epoch: int | None = None) -> list[int]:
+        """Original view numbers of room `index` for `epoch` (default: the current one), in model order
+        (view 0 first)."""
         info = self.rooms[index]
-        rng = np.random.default_rng([self.seed, index, self.epoch])
+        rng = np.random.default_rng([self.seed, index, self.epoch if epoch is None else epoch])
         chosen = select_frames(len(info.views), self.num_frames, rng)
         if self.view_order == "path":
             positions = np.stack([info.poses[k].position.numpy() for k in chosen])
@@ -402,9 +404,13 @@ class RoomDataset(torch.utils.data.Dataset):
         return [info.views[k] for k in chosen]
 
     def __getitem__(self, index: int) -> Sample:
+        return self.sample(index, self.epoch)
+
+    def sample(self, index: int, epoch: int) -> Sample:
+        """Room `index` with the views of `epoch` (thread-safe: reads no mutable state but the caches)."""
         info = self.rooms[index]
         paths, size = info.paths, info.size
-        views = self.selected_views(index)
+        views = self.selected_views(index, epoch)
         height = self.height or size[0]
         width = 2 * height
         ref_depth = self._read(read_depth, paths.ref_depth, size, paths.root)
@@ -414,11 +420,10 @@ class RoomDataset(torch.utils.data.Dataset):
         norm = DepthNorm.from_depth(ref_depth)
         frames = [self._frame(info, v, height, width, norm, ref_depth, ref_valid) for v in views]
         stacked = {k: torch.from_numpy(np.stack([f[k] for f in frames])) for k in frames[0]}
-        poses = stack_poses([info.poses[info.views.index(v)] for v in views])
         return Sample(
             rgb=stacked["rgb"], depth=stacked["depth"], depth_valid=stacked["depth_valid"],
             cond_rgb=stacked["cond_rgb"], cond_depth=stacked["cond_depth"], mask=stacked["mask"],
-            plucker=_plucker(relative_poses(poses, 0), height, width),
+            plucker=torch.cat([self._view_plucker(index, views[0], v, height, width) for v in views]),
             prompt=info.prompt, room_id=paths.room_id, view_indices=list(views), depth_norm=norm,
         )  # fmt: skip
 
@@ -434,6 +439,20 @@ class RoomDataset(torch.utils.data.Dataset):
             array.setflags(write=False)
             self._files[path] = array
         return array
+
+    def _view_plucker(self, index: int, ref_view: int, view: int, height: int, width: int) -> torch.Tensor:
+        """`1,6,H,W` Plücker map of `view` in `ref_view`'s frame. One view at a time, so a map does not depend on
+        which other views a sample holds (and can be cached with the files: it depends on two poses only)."""
+        key = (index, ref_view, view, height, width)
+        if self._files is not None and key in self._pluckers:
+            return self._pluckers[key]
+        info = self.rooms[index]
+        ref = info.poses[info.views.index(ref_view)]
+        pose = stack_poses([info.poses[info.views.index(view)]]).relative_to(ref)
+        plucker = _plucker(pose, height, width)
+        if self._files is not None:
+            self._pluckers[key] = plucker
+        return plucker
 
     def _frame(self, info: RoomInfo, view: int, height: int, width: int, norm: DepthNorm,
                ref_depth: np.ndarray, ref_valid: np.ndarray) -> dict[str, np.ndarray]:  # fmt: skip

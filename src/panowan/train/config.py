@@ -98,6 +98,11 @@ class TrainConfig:
     gradient_checkpointing: bool = _f(
         False, "recompute Wan blocks and interaction layers in backward to save memory"
     )
+    compile_blocks: bool = _f(
+        False,
+        "torch.compile every Wan block (regional compilation, one compiled graph shared by all blocks): fewer, "
+        "fused kernels where the host bounds the step (small models); the first steps pay the compilation",
+    )
     # --- optimisation ----------------------------------------------------------------------------
     max_train_steps: int = _f(1000, "optimiser steps of the run (skipped steps count)")
     learning_rate: float = _f(1e-4, "peak AdamW learning rate")

@@ -24,7 +24,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,7 @@ class RoomLoader:
         # Threads, not processes: decoding (OpenCV, numpy) releases the GIL, nothing is pickled, and a
         # batch is assembled in room order whatever finishes first.
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="rooms") if workers > 0 else None
+        self._pending: dict[tuple[int, int], Future] = {}  # (epoch, room) -> sample being read ahead
         self.rooms = list(room_indices)
         self.batch_size, self.num_pairs, self.pair_index = batch_size, num_pairs, pair_index
         self.seed, self.max_skip_fraction = seed, max_skip_fraction
@@ -90,6 +91,7 @@ class RoomLoader:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
+        self._pending.clear()
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         ids = {self.dataset.rooms[i].paths.room_id: i for i in self.rooms}
         self.bad = {ids[r] for r in state.get("bad_rooms", []) if r in ids}
@@ -105,35 +107,40 @@ class RoomLoader:
         return [self.rooms[i] for i in rng.permutation(len(self.rooms))]
 
     # -- drawing
-    def _take(self) -> tuple[list[int], int]:
-        """The next G usable rooms from the current position and the position after them."""
+    def _plan(self, epoch: int, position: int) -> tuple[list[int], int, int, int]:
+        """The next G usable rooms from (epoch, position): (rooms, their epoch, the position they start
+        at, the position after them). Reads the state, changes nothing (the prefetch plans ahead with it)."""
         for _ in range(2):
-            order = self.order(self.epoch)
-            taken, pos = [], self.position
+            order = self.order(epoch)
+            taken, pos = [], position
             while pos < len(order) and len(taken) < self.global_batch:
                 if order[pos] not in self.bad:
                     taken.append(order[pos])
                 pos += 1
             if len(taken) == self.global_batch:
-                return taken, pos
-            self.epoch, self.position = self.epoch + 1, 0
-            self.dataset.set_epoch(self.epoch)
+                return taken, epoch, position, pos
+            epoch, position = epoch + 1, 0
         usable = len(self.rooms) - len(self.bad)
         raise ValueError(
             f"{self.dataset.data_root}: only {usable} usable training rooms, fewer than one global batch of "
             f"{self.global_batch} (train_batch_size x pairs)"
         )
 
+    def _mine(self, taken: list[int]) -> list[int]:
+        return taken[self.pair_index * self.batch_size : (self.pair_index + 1) * self.batch_size]
+
     def next_batch(self):
         """(Batch of this pair's rooms, their global slots [p*B, (p+1)*B))."""
         from panowan.data.dataset import collate
 
         while True:
-            taken, after = self._take()
-            mine = taken[self.pair_index * self.batch_size : (self.pair_index + 1) * self.batch_size]
+            taken, epoch, start, after = self._plan(self.epoch, self.position)
+            if epoch != self.epoch:
+                self.epoch, self.position = epoch, start
+                self.dataset.set_epoch(epoch)
+            mine = self._mine(taken)
             samples, failed = [], []
-            loaded = self.pool.map(self._load, mine) if self.pool is not None else map(self._load, mine)
-            for index, sample in zip(mine, loaded):
+            for index, sample in zip(mine, self._load_all(epoch, mine)):
                 if isinstance(sample, RoomError):
                     failed.append(index)
                     self.errors.append(str(sample))
@@ -145,6 +152,7 @@ class RoomLoader:
             failed = self._agree(failed)
             if not failed:
                 self.position = after
+                self._prefetch()
                 slots = list(
                     range(self.pair_index * self.batch_size, (self.pair_index + 1) * self.batch_size)
                 )
@@ -152,12 +160,35 @@ class RoomLoader:
             self.bad.update(failed)
             self._check_fraction()
 
-    def _load(self, index: int):
-        """The sample of room `index`, or the RoomError that reading it raised."""
+    def _load(self, index: int, epoch: int):
+        """The sample of room `index` in `epoch`, or the RoomError that reading it raised."""
         try:
-            return self.dataset[index]
+            return self.dataset.sample(index, epoch)
         except RoomError as e:
             return e
+
+    def _load_all(self, epoch: int, indices: list[int]) -> list:
+        """Samples (or RoomErrors) in order: prefetched ones, the rest read now on the threads."""
+        if self.pool is None:
+            return [self._load(i, epoch) for i in indices]
+        futures = [
+            self._pending.pop((epoch, i), None) or self.pool.submit(self._load, i, epoch) for i in indices
+        ]
+        return [f.result() for f in futures]
+
+    def _prefetch(self) -> None:
+        """Start reading the next micro-batch while this one trains (threads only). A guess that a later
+        failure or resume invalidates is simply never collected: samples are keyed by (epoch, room)."""
+        if self.pool is None:
+            return
+        try:
+            taken, epoch, _, _ = self._plan(self.epoch, self.position)
+        except ValueError:
+            return
+        wanted = {(epoch, i) for i in self._mine(taken)}
+        self._pending = {k: f for k, f in self._pending.items() if k in wanted}
+        for key in sorted(wanted - set(self._pending)):
+            self._pending[key] = self.pool.submit(self._load, key[1], key[0])
 
     def close(self) -> None:
         if self.pool is not None:
@@ -277,6 +308,8 @@ def build_model(config: TrainConfig, groups, device: torch.device) -> Built:
     model.to(device)
     if config.gradient_checkpointing:
         model.enable_gradient_checkpointing()
+    if config.compile_blocks:
+        model.compile_blocks()
     codec = build_codec(model_config, vae)
     encoder = build_conditioning_encoder(config, model_config, device)
     return Built(model, codec, encoder, model_config)
