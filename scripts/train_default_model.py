@@ -93,7 +93,8 @@ def steps_for_budget(args: argparse.Namespace, data: Path, work: Path) -> tuple[
     probe = work / "probe"
     shutil.rmtree(probe, ignore_errors=True)
     t0 = time.monotonic()
-    sh(*train_command(args, data, probe, PROBE_STEPS))
+    if sh(*train_command(args, data, probe, PROBE_STEPS)):
+        raise SystemExit("the probe run failed (its error is above)")
     wall = time.monotonic() - t0
     records = [json.loads(x) for x in (probe / "metrics.jsonl").read_text().splitlines()]
     paces = sorted(r["seconds_per_step"] for r in records[PROBE_STEPS // 2 :])
@@ -133,6 +134,10 @@ def export(args: argparse.Namespace, work: Path, run: Path, info: dict) -> None:
 
 def main() -> None:
     args = parse_args()
+    if args.rooms < args.batch:
+        raise SystemExit(
+            f"--rooms {args.rooms} < --batch {args.batch}: a step needs that many distinct rooms"
+        )
     work = Path(args.work)
     data, run = work / "data", work / "run"
     exe = [sys.executable, "-m", "panowan"]
