@@ -321,8 +321,9 @@ class RoomDataset(torch.utils.data.Dataset):
     skip_bad_rooms: skip rooms that fail validation (logged, counted in `summary`) instead of raising.
     Frame sampling is seeded by (seed, room index, epoch); call `set_epoch` every epoch.
     mask_polarity: "known" (1 = known, the layout's convention) or "hole" (1 = hole).
-    cache_files: keep every decoded file, and every view's Plücker map, in memory after its first use (for
-    small panoramas, whose decoding otherwise dominates a GPU step; memory grows to the decoded data set).
+    cache_files: keep every decoded file, and every view's arrays and Plücker map, in memory after their
+    first use (for small panoramas, whose loading otherwise dominates a GPU step; memory grows to the
+    processed data set, about 30 bytes a pixel a view).
     """
 
     def __init__(
@@ -355,6 +356,7 @@ class RoomDataset(torch.utils.data.Dataset):
         # path -> decoded array (read-only, so a consumer that wrote into one would fail loudly)
         self._files: dict[Path, np.ndarray] | None = {} if cache_files else None
         self._pluckers: dict[tuple[int, int, int, int, int], torch.Tensor] = {}  # with cache_files only
+        self._frames: dict[tuple[int, int, int], dict[str, np.ndarray]] = {}  # with cache_files only
         self.rooms: list[RoomInfo] = []
         found = scan_rooms(data_root)
         self.summary: dict = {
@@ -418,7 +420,7 @@ class RoomDataset(torch.utils.data.Dataset):
         if not ref_valid.any():
             raise RoomError(paths.root, paths.ref_depth, "view 0 depth has no valid pixel")
         norm = DepthNorm.from_depth(ref_depth)
-        frames = [self._frame(info, v, height, width, norm, ref_depth, ref_valid) for v in views]
+        frames = [self._cached_frame(index, v, height, norm, ref_depth, ref_valid) for v in views]
         stacked = {k: torch.from_numpy(np.stack([f[k] for f in frames])) for k in frames[0]}
         return Sample(
             rgb=stacked["rgb"], depth=stacked["depth"], depth_valid=stacked["depth_valid"],
@@ -453,6 +455,20 @@ class RoomDataset(torch.utils.data.Dataset):
         if self._files is not None:
             self._pluckers[key] = plucker
         return plucker
+
+    def _cached_frame(self, index: int, view: int, height: int, norm: DepthNorm, ref_depth: np.ndarray,
+                      ref_valid: np.ndarray) -> dict[str, np.ndarray]:  # fmt: skip
+        """`_frame`, kept with the files when they are cached: a view's arrays depend on the room, the view
+        and the size only (the depth normalisation is the room's), never on the epoch's companions."""
+        key = (index, view, height)
+        if self._files is not None and key in self._frames:
+            return self._frames[key]
+        frame = self._frame(self.rooms[index], view, height, 2 * height, norm, ref_depth, ref_valid)
+        if self._files is not None:
+            for array in frame.values():
+                array.setflags(write=False)
+            self._frames[key] = frame
+        return frame
 
     def _frame(self, info: RoomInfo, view: int, height: int, width: int, norm: DepthNorm,
                ref_depth: np.ndarray, ref_valid: np.ndarray) -> dict[str, np.ndarray]:  # fmt: skip
