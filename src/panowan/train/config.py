@@ -73,13 +73,13 @@ class TrainConfig:
     yaw_step_px: int = _f(8, "yaw rolls are multiples of this many pixels (8 keeps the latent grid aligned)")
     dataloader_workers: int = _f(
         0,
-        "threads that read and decode the rooms of a micro-batch in parallel (0: the training thread); "
-        "the samples and their order do not depend on it",
+        "threads that read the rooms of a micro-batch in parallel and the next micro-batch while this one "
+        "trains (0: the training thread, no read-ahead); the samples and their order do not depend on it",
     )
     cache_files: bool = _f(
         False,
-        "keep every decoded room file in memory after its first read: removes PNG/NPY decoding from the step "
-        "of small panoramas (memory grows to the decoded data set)",
+        "keep every decoded room file, processed view and Plücker map in memory after first use: removes "
+        "decoding from the step of small panoramas (memory grows to ~30 bytes a pixel a view of the data set)",
     )
     validation_room: str | None = _f(
         None, "room id 'area/room' held out for validation (default: the last room, when validation is on)"
