@@ -27,7 +27,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -354,9 +354,10 @@ class RoomDataset(torch.utils.data.Dataset):
         self.data_root, self.num_frames, self.height = Path(data_root), num_frames, height
         self.view_order, self.seed, self.mask_polarity, self.epoch = view_order, seed, mask_polarity, 0
         # path -> decoded array (read-only, so a consumer that wrote into one would fail loudly)
-        self._files: dict[Path, np.ndarray] | None = {} if cache_files else None
-        self._pluckers: dict[tuple[int, int, int, int, int], torch.Tensor] = {}  # with cache_files only
-        self._frames: dict[tuple[int, int, int], dict[str, np.ndarray]] = {}  # with cache_files only
+        self.cache_files = cache_files
+        self._files: dict[Path, np.ndarray] = {}  # the caches stay empty unless cache_files
+        self._pluckers: dict[tuple[int, int, int, int, int], torch.Tensor] = {}
+        self._frames: dict[tuple[int, int, int], dict[str, np.ndarray]] = {}
         self.rooms: list[RoomInfo] = []
         found = scan_rooms(data_root)
         self.summary: dict = {
@@ -429,46 +430,44 @@ class RoomDataset(torch.utils.data.Dataset):
             prompt=info.prompt, room_id=paths.room_id, view_indices=list(views), depth_norm=norm,
         )  # fmt: skip
 
+    def _memo(self, store: dict, key: Any, compute: Callable[[], Any]) -> Any:
+        """`compute()`, kept in `store` under `key` when the dataset caches (`cache_files`). Arrays are
+        made read-only first, so a consumer that wrote into a shared one would fail loudly."""
+        if not self.cache_files:
+            return compute()
+        value = store.get(key)
+        if value is None:  # two threads may both compute a value once: harmless, equal values
+            value = compute()
+            for array in value.values() if isinstance(value, dict) else [value]:
+                if isinstance(array, np.ndarray):
+                    array.setflags(write=False)
+            store[key] = value
+        return value
+
     def _read(
         self, reader: Callable[..., np.ndarray], path: Path, size: tuple[int, int], room: Path
     ) -> np.ndarray:
-        """`reader(path, size, room)`, decoded once per path when files are cached."""
-        if self._files is None:
-            return reader(path, size, room)
-        array = self._files.get(path)
-        if array is None:  # two threads may both decode a file once: harmless, same array
-            array = reader(path, size, room)
-            array.setflags(write=False)
-            self._files[path] = array
-        return array
+        """`reader(path, size, room)`, decoded once per path when caching."""
+        return self._memo(self._files, path, lambda: reader(path, size, room))
 
     def _view_plucker(self, index: int, ref_view: int, view: int, height: int, width: int) -> torch.Tensor:
         """`1,6,H,W` Plücker map of `view` in `ref_view`'s frame. One view at a time, so a map does not depend on
-        which other views a sample holds (and can be cached with the files: it depends on two poses only)."""
-        key = (index, ref_view, view, height, width)
-        if self._files is not None and key in self._pluckers:
-            return self._pluckers[key]
-        info = self.rooms[index]
-        ref = info.poses[info.views.index(ref_view)]
-        pose = stack_poses([info.poses[info.views.index(view)]]).relative_to(ref)
-        plucker = _plucker(pose, height, width)
-        if self._files is not None:
-            self._pluckers[key] = plucker
-        return plucker
+        which other views a sample holds (and can be cached: it depends on two poses only)."""
+
+        def compute() -> torch.Tensor:
+            info = self.rooms[index]
+            ref = info.poses[info.views.index(ref_view)]
+            return _plucker(stack_poses([info.poses[info.views.index(view)]]).relative_to(ref), height, width)
+
+        return self._memo(self._pluckers, (index, ref_view, view, height, width), compute)
 
     def _cached_frame(self, index: int, view: int, height: int, norm: DepthNorm, ref_depth: np.ndarray,
                       ref_valid: np.ndarray) -> dict[str, np.ndarray]:  # fmt: skip
-        """`_frame`, kept with the files when they are cached: a view's arrays depend on the room, the view
-        and the size only (the depth normalisation is the room's), never on the epoch's companions."""
-        key = (index, view, height)
-        if self._files is not None and key in self._frames:
-            return self._frames[key]
-        frame = self._frame(self.rooms[index], view, height, 2 * height, norm, ref_depth, ref_valid)
-        if self._files is not None:
-            for array in frame.values():
-                array.setflags(write=False)
-            self._frames[key] = frame
-        return frame
+        """`_frame`, kept when caching: a view's arrays depend on the room, the view and the size only (the
+        depth normalisation is the room's), never on the epoch's companions."""
+        info = self.rooms[index]
+        return self._memo(self._frames, (index, view, height),
+                          lambda: self._frame(info, view, height, 2 * height, norm, ref_depth, ref_valid))  # fmt: skip
 
     def _frame(self, info: RoomInfo, view: int, height: int, width: int, norm: DepthNorm,
                ref_depth: np.ndarray, ref_valid: np.ndarray) -> dict[str, np.ndarray]:  # fmt: skip
