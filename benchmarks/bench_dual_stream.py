@@ -211,7 +211,7 @@ def bench_system(args, groups: StreamGroups, device, train_steps: bool = True) -
         for p in ps:
             p.data = p.data.float()
     model.enable_gradient_checkpointing()
-    stream_params = trainable_groups["lora"] + trainable_groups["interaction"]
+    stream_params = trainable_groups["streams"] + trainable_groups["interaction"]
     shared_params = trainable_groups["plucker"]
     opt = torch.optim.AdamW(stream_params + shared_params, lr=1e-5)
     noisy, cond, ts, plucker, text, image = dual_inputs(

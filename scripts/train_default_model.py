@@ -59,7 +59,8 @@ def parse_args() -> argparse.Namespace:
         default="small",
         help="model preset (small: the shipped model; small-p4: its candidate successor)",
     )
-    p.add_argument("--lora_rank", type=int, default=32, help="LoRA rank of every adapted layer")
+    p.add_argument("--lora_rank", type=int, default=32,
+                   help="LoRA rank of every adapted layer; 0: train every weight (full fine-tuning)")  # fmt: skip
     p.add_argument("--hole_weight", type=float, default=0.0, help="extra MSE weight of the holes")
     p.add_argument("--workers", type=int, default=4, help="data-loading threads (--dataloader_workers)")
     p.add_argument("--compile", action="store_true", help="--compile_blocks (worth it on a GPU)")
@@ -80,7 +81,8 @@ def train_command(args: argparse.Namespace, data: Path, run: Path, steps: int) -
             "--output_dir", str(run), "--resolution", str(args.resolution), "--num_frames", str(args.num_frames),
             "--train_batch_size", str(args.batch), "--max_train_steps", str(steps), "--learning_rate", str(args.lr),
             "--lr_scheduler", "cosine", "--lr_warmup_steps", str(min(100, steps // 10)),
-            "--lora_rank", str(args.lora_rank), "--lora_targets", *LORA_TARGETS, "--hole_weight", str(args.hole_weight),
+            "--lora_rank", str(args.lora_rank), *(["--lora_targets", *LORA_TARGETS] if args.lora_rank else []),
+            "--hole_weight", str(args.hole_weight),
             "--checkpointing_steps", str(max(50, steps // 8)), "--checkpoints_total_limit", "2",
             "--dataloader_workers", str(args.workers), "--cache_files", "--mixed_precision", args.mixed_precision,
             "--seed", str(args.train_seed), "--no-progress", "--no-tensorboard",

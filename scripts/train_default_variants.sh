@@ -1,34 +1,79 @@
 #!/usr/bin/env bash
-# Training candidates of the embedded default model on a lent GPU: two recipes of scripts/train_default_model.py
-# side by side on one GPU for the same time budget (the small model leaves a GPU mostly idle, so they
-# share it). Each exported model comes back split in two parts (for the 16 MiB transfer limit); the choice
-# between them is made afterwards on VALIDATION rooms (synth seed 800001: neither the training seed 0 nor
-# the demo's 900002), e.g.
+# Training candidates of the embedded default model on a lent machine, chosen on validation rooms there.
 #
-#     bash scripts/train_default_variants.sh OUT_DIR [BUDGET_SECONDS]
-#     cat OUT_DIR/a.default_model.safetensors.part-* > a/default_model.safetensors   # + a.default_model.json
-#     panowan demo --model_dir a --seed 800001 --rooms 8 --out val_a
+#     bash scripts/train_default_variants.sh OUT_DIR BUDGET_SECONDS NAME='RECIPE FLAGS' [NAME='RECIPE FLAGS' ...]
+#     bash scripts/train_default_variants.sh out 390 a='--preset small-p4 --lora_rank 0 --batch 32'
+#
+# Each variant runs scripts/train_default_model.py for BUDGET_SECONDS of probe + training, variant i on GPU
+# i mod (number of GPUs): several variants share a GPU when there are fewer GPUs (the small models leave one
+# mostly idle). Every exported model is then evaluated by `panowan demo` on VALIDATION rooms (synth seed
+# VAL_SEED, default 800001: neither the training seed 0 nor the demo's 900002), and OUT_DIR gets
+# summary.json (validation hole metrics of every variant, best first), the logs and metrics in logs.tar.gz,
+# and the best KEEP (default 2) models split in two parts each (the 16 MiB limit on files coming back):
+#
+#     cat OUT_DIR/a.default_model.safetensors.part-* > a/default_model.safetensors  # + a.default_model.json
+#     panowan demo --model_dir a --rooms 8          # the final check, on the demo's own seed
 set -euo pipefail
-out=${1:?usage: train_default_variants.sh OUT_DIR [BUDGET_SECONDS]}
-budget=${2:-420}
-mkdir -p "$out"
+out=${1:?usage: train_default_variants.sh OUT_DIR BUDGET_SECONDS NAME=FLAGS...}
+budget=${2:?usage: train_default_variants.sh OUT_DIR BUDGET_SECONDS NAME=FLAGS...}
+shift 2
+(($# > 0)) || { echo "give at least one NAME='FLAGS' variant" >&2; exit 2; }
 here=$(cd "$(dirname "$0")" && pwd)
-declare -A flags=(
-  [a]="--preset small-p4 --lr 1e-3 --lora_rank 48 --hole_weight 0"
-  [b]="--preset small-p4 --lr 1e-3 --lora_rank 48 --hole_weight 3"
-)
-for v in "${!flags[@]}"; do
+py=${PYTHON:-python3}
+gpus=$(nvidia-smi -L 2>/dev/null | wc -l || true)
+gpus=$((gpus > 0 ? gpus : 1))
+val_seed=${VAL_SEED:-800001}
+keep=${KEEP:-2}
+mkdir -p "$out"
+names=()
+i=0
+for spec in "$@"; do
+  name=${spec%%=*}
+  flags=${spec#*=}
+  [[ $name =~ ^[A-Za-z0-9_]+$ && $name != "$spec" ]] || { echo "bad variant '$spec' (want NAME='FLAGS')" >&2; exit 2; }
+  names+=("$name")
   # shellcheck disable=SC2086  # the flags are meant to split
-  OMP_NUM_THREADS=3 "${PYTHON:-python3}" "$here/train_default_model.py" --work "/tmp/dm_$v" \
-    --export "/tmp/dm_$v/export" --time_budget "$budget" --batch 32 --workers 4 --eval_rooms 0 \
-    ${flags[$v]} >"$out/log_$v.txt" 2>&1 &
+  CUDA_VISIBLE_DEVICES=$((i % gpus)) OMP_NUM_THREADS=${OMP_PER_VARIANT:-4} "$py" "$here/train_default_model.py" \
+    --work "/tmp/dm_$name" --export "/tmp/dm_$name/export" --time_budget "$budget" --eval_rooms 0 $flags \
+    >"$out/log_$name.txt" 2>&1 &
+  i=$((i + 1))
 done
-wait
-for v in "${!flags[@]}"; do
-  src=/tmp/dm_$v/export
-  [[ -f $src/default_model.safetensors ]] || { echo "variant $v: no model (see log_$v.txt)"; continue; }
-  cp "$src/default_model.json" "$out/$v.default_model.json"
-  size=$(stat -c %s "$src/default_model.safetensors")
-  split -b $(((size + 1) / 2)) -d -a 1 "$src/default_model.safetensors" "$out/$v.default_model.safetensors.part-"
-  grep -a "trained to step" "$out/log_$v.txt" | tail -1
+wait || true
+for name in "${names[@]}"; do
+  [[ -f /tmp/dm_$name/export/default_model.safetensors ]] || { echo "variant $name: no model (see log_$name.txt)"; continue; }
+  grep -a "trained to step" "$out/log_$name.txt" | tail -1
+  OMP_NUM_THREADS=2 "$py" -m panowan demo --model_dir "/tmp/dm_$name/export" --seed "$val_seed" --rooms 8 \
+    --out "/tmp/dm_$name/val" >"$out/val_$name.txt" 2>&1 &
 done
+wait || true
+"$py" - "$out" "$keep" "${names[@]}" <<'EOF'
+import json, shutil, sys
+from pathlib import Path
+
+out, keep, names = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+rows = []
+for name in names:
+    path = Path(f"/tmp/dm_{name}/val/metrics.json")
+    if not path.is_file():
+        continue
+    metrics = json.loads(path.read_text())  # {"model" | "telea" | "copy": {"mean": {"hole": {...}}}}
+    train = json.loads(Path(f"/tmp/dm_{name}/export/default_model.json").read_text())["train"]
+    rows.append({"name": name, "recipe": train["recipe"], "steps": train["steps"],
+                 **{f"{m}_{k}": metrics[m]["mean"]["hole"][k] for m in metrics for k in ("psnr", "absrel")}})
+rows.sort(key=lambda r: -r["model_psnr"])
+(out / "summary.json").write_text(json.dumps(rows, indent=1))
+for r in rows[:keep]:
+    src = Path(f"/tmp/dm_{r['name']}/export")
+    shutil.copy(src / "default_model.json", out / f"{r['name']}.default_model.json")
+    data = (src / "default_model.safetensors").read_bytes()
+    half = (len(data) + 1) // 2
+    for part, chunk in enumerate((data[:half], data[half:])):
+        (out / f"{r['name']}.default_model.safetensors.part-{part}").write_bytes(chunk)
+print(json.dumps(rows, indent=1))
+EOF
+staging=$(mktemp -d)
+mv "$out"/log_*.txt "$out"/val_*.txt "$staging"/ 2>/dev/null || true
+for name in "${names[@]}"; do
+  cp "/tmp/dm_$name/run/metrics.jsonl" "$staging/metrics_$name.jsonl" 2>/dev/null || true
+done
+tar -czf "$out/logs.tar.gz" -C "$staging" .

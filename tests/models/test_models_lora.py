@@ -46,8 +46,10 @@ def test_lora_targets_only_wan_attention_and_groups_by_module():
     groups = trainable_parameter_groups(model)
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert trainable == {id(p) for ps in groups.values() for p in ps}
-    assert len(groups["lora"]) == 2 * config.num_layers * 2 * 4 * 2  # streams x layers x attn x proj x (A, B)
-    assert all(p.shape[0] == 4 or p.shape[1] == 4 for p in groups["lora"])
+    assert (
+        len(groups["streams"]) == 2 * config.num_layers * 2 * 4 * 2
+    )  # streams x layers x attn x proj x (A, B)
+    assert all(p.shape[0] == 4 or p.shape[1] == 4 for p in groups["streams"])
     with pytest.raises(ValueError, match="already has LoRA"):
         add_lora(model, rank=4)
 
@@ -77,6 +79,40 @@ def test_save_load_round_trip(tmp_path):
         got = fresh(**x)
     for s in want:
         assert torch.equal(got[s], want[s])
+
+
+def test_without_lora_the_streams_train_and_save_in_full(tmp_path):
+    """Full fine-tuning: no LoRA, every Wan weight trainable, whole transformers saved and loaded back into a
+    differently seeded base; a LoRA folder and a full folder refuse each other."""
+    model, _ = tiny_dual_stream(seed=6)
+    freeze_base(model)
+    groups = trainable_parameter_groups(model)
+    assert all(p.requires_grad for p in model.parameters())
+    assert len(groups["streams"]) == len(list(model.streams.parameters()))
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(9)
+        for p in groups["streams"]:
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    x = tiny_inputs(seed=2)
+    with torch.no_grad():
+        want = model(**x)
+    names = sorted(p.name for p in save_trainable(model, tmp_path))
+    assert names == ["interaction_depth.safetensors", "interaction_rgb.safetensors", "plucker_net.safetensors",
+                     "stream_depth.safetensors", "stream_rgb.safetensors", "trainable_config.json"]  # fmt: skip
+    assert json.loads((tmp_path / "trainable_config.json").read_text())["lora"] is None
+    fresh, _ = tiny_dual_stream(seed=7)  # another base: everything must come from the files
+    with torch.no_grad():
+        load_trainable(fresh, tmp_path)
+        got = fresh(**x)
+    for s in want:
+        assert torch.equal(got[s], want[s])
+    with_lora, _ = tiny_dual_stream(seed=6)
+    add_lora(with_lora, rank=4, alpha=8)
+    with pytest.raises(ValueError, match="saved with LoRA None"):
+        load_trainable(with_lora, tmp_path)
+    (tmp_path / "stream_rgb.safetensors").unlink()
+    with pytest.raises(ValueError, match=r"stream_rgb\.safetensors: missing"):
+        load_trainable(fresh, tmp_path)
 
 
 def test_one_stream_model_loads_its_own_files(tmp_path):
@@ -130,7 +166,7 @@ def test_merge_lora_keeps_the_function_and_drops_the_adapters():
     add_lora(model, rank=4, alpha=8, targets=("to_q", "to_v", "ffn.net.2", "proj_out", "patch_embedding"))
     with torch.no_grad():
         g = torch.Generator().manual_seed(7)
-        for p in trainable_parameter_groups(model)["lora"]:
+        for p in trainable_parameter_groups(model)["streams"]:
             p.add_(0.05 * torch.randn(p.shape, generator=g))
     inputs = tiny_inputs(seed=2)
     model.eval()

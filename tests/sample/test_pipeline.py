@@ -181,6 +181,29 @@ def test_checkpoint_runs(prepared_root, checkpoint, tmp_path):
     assert (out[0] / "room.ply").is_file()
 
 
+def test_fully_trained_checkpoint_runs_and_exports(prepared_root, tmp_path):
+    """A checkpoint of a run without LoRA (whole streams saved) completes rooms under `--lora_rank 0`, refuses
+    another rank, and exports to a model folder that `--model_dir` completes identically."""
+    from panowan.models.lora import save_trainable
+    from panowan.models.testing import tiny_dual_stream
+
+    model, _ = tiny_dual_stream(seed=11)  # a base other than the seed-0 one the loader builds
+    folder = tmp_path / "run" / "checkpoint-3"
+    save_trainable(model, folder / "weights")
+    (folder / "COMPLETE").write_text("")
+    (folder / "config.json").write_text(json.dumps({"num_frames": 5, "resolution": 32, "flow_shift": 3.0}))
+    out = _infer(
+        prepared_root, tmp_path / "ckpt", "--checkpoint_dir", str(tmp_path / "run"), "--lora_rank", "0"
+    )
+    with pytest.raises(ValueError, match=r"LoRA rank 0.*--lora_rank is 4"):
+        _infer(prepared_root, tmp_path / "x", "--checkpoint_dir", str(tmp_path / "run"), "--lora_rank", "4")
+    infer_cmd.export_embedded(model, {"resolution": 32, "num_frames": 5, "synth_seeds": [0]}, tmp_path / "m",
+                              compact=False)  # fmt: skip
+    exported = _infer(prepared_root, tmp_path / "exp", "--model_dir", str(tmp_path / "m"))
+    for a, b in zip(out, exported):
+        assert (a / "panorama_0001.png").read_bytes() == (b / "panorama_0001.png").read_bytes()
+
+
 def test_lora_rank_mismatch_error(prepared_root, checkpoint, tmp_path, monkeypatch):
     _no_heavy_work(monkeypatch)
     with pytest.raises(ValueError, match=r"LoRA rank 4.*--lora_rank is 8"):

@@ -68,3 +68,10 @@ def test_validation_errors_name_the_problem(tmp_path) -> None:
         parse(*base, "--preset", "tiny", "--config", str(tmp_path / "missing.json"))
     with pytest.warns(UserWarning, match="ignored"):
         parse(*base, "--preset", "tiny", "--base_model_dir", "x")
+
+
+def test_lora_rank_zero_means_full_finetuning_and_ignores_lora_settings() -> None:
+    with pytest.raises(ValueError, match="--lora_rank must be >= 0"):
+        TrainConfig(data_root="d", output_dir="o", preset="tiny", lora_rank=-1)
+    with pytest.warns(UserWarning, match="--lora_alpha and --lora_targets are ignored"):
+        TrainConfig(data_root="d", output_dir="o", preset="tiny", lora_rank=0, lora_targets=["to_q"])

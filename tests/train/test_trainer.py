@@ -86,6 +86,21 @@ def test_resume_one_process_replays_exactly(rooms, straight_run, tmp_path, worke
     assert json.loads((out / "config.json").read_text())["max_train_steps"] == 4
 
 
+def test_full_finetuning_trains_every_weight_and_resumes_exactly(rooms, tmp_path) -> None:
+    """--lora_rank 0: no adapters; the checkpoints hold whole Wan streams, their weights move, and a resumed
+    run replays the uninterrupted one exactly."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(make_config(rooms, straight, max_train_steps=4, lora_rank=0))
+    train(make_config(rooms, resumed, max_train_steps=2, lora_rank=0))
+    train(make_config(rooms, resumed, max_train_steps=4, lora_rank=0))
+    assert losses(resumed) == losses(straight)
+    at2, at4 = weights(straight, 2), weights(straight, 4)
+    assert_same_weights(weights(resumed, 4), at4)
+    base = [k for k in at4 if k.startswith("stream_rgb/") and k.endswith("ffn.net.2.weight")]
+    assert base and not any("lora" in k for k in at4)
+    assert all(not torch.equal(at2[k], at4[k]) for k in base)
+
+
 def test_threaded_cached_loading_trains_the_same_run(rooms, straight_run, tmp_path) -> None:
     out = tmp_path / "threads"
     train(make_config(rooms, out, max_train_steps=4, dataloader_workers=3, cache_files=True, **FEATURES))

@@ -61,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--preset", default=None, help="expected model preset; refused if the checkpoint differs"
     )
     parser.add_argument("--lora_rank", type=int, default=None,
-                        help="expected LoRA rank; refused if the checkpoint differs (default: the checkpoint's)")  # fmt: skip
+                        help="expected LoRA rank (0: a model trained in full, without LoRA); refused if the "
+                        "checkpoint differs (default: the checkpoint's)")  # fmt: skip
     parser.add_argument("--num_frames", type=int, default=None,
                         help="views per room (4k + 1); rooms with more are sampled down (default: the model's)")  # fmt: skip
     parser.add_argument("--resolution", type=int, default=None,
@@ -151,7 +152,7 @@ def resolve_model(args: argparse.Namespace) -> ModelSource:
             raise ValueError(f"{source.description} was trained with another model configuration than preset "
                              f"{args.preset!r} (differs in {diff})")  # fmt: skip
     if args.lora_rank is not None:
-        have = None if source.lora is None else source.lora.rank
+        have = 0 if source.lora is None else source.lora.rank
         if have != args.lora_rank:
             raise ValueError(
                 f"{source.description} has LoRA rank {have}, but --lora_rank is {args.lora_rank}"

@@ -1,5 +1,9 @@
 """PEFT LoRA on each stream's Wan transformer, trainable parameter groups, safetensors save / load.
 
+A model without LoRA trains its streams in full (full fine-tuning): every weight of each Wan transformer is
+trainable and saved. That is the right choice for a base whose weights are seeded random (the small presets):
+there is nothing pretrained to preserve, and low-rank updates of a random matrix learn far slower.
+
 LoRA goes in through diffusers' `transformer.add_adapter(LoraConfig(...))`, called on each Wan
 transformer only: the interaction layers and PluckerNet live outside the transformers, so PEFT's
 suffix matching can never catch them (NOTES pitfall 8). Groups are selected by module, never by name
@@ -8,6 +12,7 @@ substrings.
 Files (one folder; in the two-rank placement each rank writes and reads only its own stream's files,
 `plucker_net.safetensors` is identical on both):
   lora_{stream}.safetensors         LoRA tensors of that stream's transformer (names relative to it)
+  stream_{stream}.safetensors       without LoRA: that stream's whole transformer state dict
   interaction_{stream}.safetensors  that stream's interaction layers
   plucker_net.safetensors           PluckerNet
   trainable_config.json             {"lora": {rank, alpha, targets}, "model": DualStreamConfig}
@@ -62,6 +67,10 @@ def lora_file(stream: str) -> str:
     return f"lora_{stream}.safetensors"
 
 
+def stream_file(stream: str) -> str:
+    return f"stream_{stream}.safetensors"
+
+
 def interaction_file(stream: str) -> str:
     return f"interaction_{stream}.safetensors"
 
@@ -114,10 +123,17 @@ def _named_lora_tensors(transformer: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p for n, p in transformer.named_parameters() if id(p) in ids}
 
 
+def stream_parameters(model: DualStreamWan) -> list[nn.Parameter]:
+    """What trains in the local streams: their LoRA adapters, or every weight when the model has no LoRA."""
+    if model.lora_settings is None:
+        return [p for t in model.streams.values() for p in t.parameters()]
+    return [p for t in model.streams.values() for p in lora_parameters(t)]
+
+
 def trainable_parameter_groups(model: DualStreamWan) -> dict[str, list[nn.Parameter]]:
-    """{"lora": LoRA adapters of the local streams, "interaction": interaction layers, "plucker": PluckerNet}."""
+    """{"streams": `stream_parameters`, "interaction": interaction layers, "plucker": PluckerNet}."""
     groups = {
-        "lora": [p for t in model.streams.values() for p in lora_parameters(t)],
+        "streams": stream_parameters(model),
         "interaction": list(model.interactions.parameters()),
         "plucker": list(model.plucker_net.parameters()),
     }
@@ -127,7 +143,8 @@ def trainable_parameter_groups(model: DualStreamWan) -> dict[str, list[nn.Parame
 
 
 def freeze_base(model: DualStreamWan) -> None:
-    """Freeze every Wan weight; LoRA adapters, interaction layers and PluckerNet stay trainable."""
+    """Freeze every Wan weight; LoRA adapters, interaction layers and PluckerNet stay trainable. Without
+    LoRA nothing is frozen (full fine-tuning)."""
     model.requires_grad_(False)
     for group in trainable_parameter_groups(model).values():
         for p in group:
@@ -140,13 +157,17 @@ def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def save_trainable(model: DualStreamWan, folder: str | Path) -> list[Path]:
-    """Write the adapters and new modules of the local streams (nothing of the frozen base)."""
+    """Write what trains in the local streams (LoRA adapters, or without LoRA the whole transformers) and
+    the new modules; nothing of a frozen base."""
     folder = Path(folder)
     written = []
     for name, transformer in model.streams.items():
         if model.lora_settings is not None:
             _save_tensors(folder / lora_file(name), _named_lora_tensors(transformer))
             written.append(folder / lora_file(name))
+        else:
+            _save_tensors(folder / stream_file(name), dict(transformer.state_dict()))
+            written.append(folder / stream_file(name))
         _save_tensors(folder / interaction_file(name), dict(model.interactions[name].state_dict()))
         written.append(folder / interaction_file(name))
     _save_tensors(folder / PLUCKER_FILE, dict(model.plucker_net.state_dict()))
@@ -217,6 +238,8 @@ def load_trainable(model: DualStreamWan, folder: str | Path) -> None:
     for name, transformer in model.streams.items():
         if lora is not None:
             _load_into(folder / lora_file(name), _named_lora_tensors(transformer))
+        else:
+            _load_into(folder / stream_file(name), dict(transformer.state_dict(keep_vars=True)))
         layers = model.interactions[name]
         _load_into(folder / interaction_file(name), dict(layers.state_dict(keep_vars=True)))
     _load_into(folder / PLUCKER_FILE, dict(model.plucker_net.state_dict(keep_vars=True)))
@@ -231,6 +254,8 @@ __all__ = [
     "lora_parameters",
     "read_trainable_config",
     "save_trainable",
+    "stream_file",
+    "stream_parameters",
     "trainable_parameter_groups",
 ]
 

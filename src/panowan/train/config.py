@@ -85,7 +85,12 @@ class TrainConfig:
         None, "room id 'area/room' held out for validation (default: the last room, when validation is on)"
     )
     # --- model -----------------------------------------------------------------------------------
-    lora_rank: int = _f(32, "LoRA rank of each stream's Wan attention projections")
+    lora_rank: int = _f(
+        32,
+        "LoRA rank of each stream's Wan attention projections; 0: no LoRA, every weight of both Wan streams "
+        "trains (full fine-tuning: the right choice for a seeded random base such as the small presets, "
+        "where low-rank updates learn far slower; memory permitting for a pretrained one)",
+    )
     lora_alpha: float | None = _f(None, "LoRA alpha (scaling alpha / rank); default: the rank")
     lora_targets: list[str] = _f(  # noqa: RUF009 (a field() with help metadata)
         ["to_q", "to_k", "to_v", "to_out.0"],
@@ -213,6 +218,11 @@ class TrainConfig:
             warnings.warn(
                 f"preset {self.preset!r} uses no pretrained files; --base_model_dir is ignored", stacklevel=3
             )
+        if self.lora_rank == 0 and (
+            self.lora_alpha is not None or self.lora_targets != _FIELDS["lora_targets"].default_factory()
+        ):
+            warnings.warn("--lora_rank 0 trains the streams in full: --lora_alpha and --lora_targets are ignored",
+                          stacklevel=3)  # fmt: skip
 
     def _check_ranges(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -227,10 +237,10 @@ class TrainConfig:
             self.num_frames >= 5 and self.num_frames % 4 == 1,
             f"--num_frames must be 4k + 1 >= 5, got {self.num_frames}",
         )
-        for name in ("train_batch_size", "lora_rank", "max_train_steps", "gradient_accumulation_steps", "checkpointing_steps",
+        for name in ("train_batch_size", "max_train_steps", "gradient_accumulation_steps", "checkpointing_steps",
                      "structural_patch", "ssim_latent_frames", "validation_sampling_steps", "yaw_step_px"):  # fmt: skip
             need(getattr(self, name) >= 1, f"--{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr_warmup_steps", "validation_steps", "dataloader_workers", "max_grad_norm", "hole_weight", "mse_weight",
+        for name in ("lora_rank", "lr_warmup_steps", "validation_steps", "dataloader_workers", "max_grad_norm", "hole_weight", "mse_weight",
                      "structural_weight", "global_weight", "ssim_weight", "adam_weight_decay"):  # fmt: skip
             need(getattr(self, name) >= 0, f"--{name} must be >= 0, got {getattr(self, name)}")
         need(self.learning_rate > 0, f"--learning_rate must be positive, got {self.learning_rate}")

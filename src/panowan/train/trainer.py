@@ -270,7 +270,7 @@ class Built:
 
 def build_model(config: TrainConfig, groups, device: torch.device) -> Built:
     """Base model (pretrained or, for presets without pretrained files, seeded random), both/one stream
-    with LoRA, frozen base; codec; conditioning encoder."""
+    with LoRA and a frozen base (or, with lora_rank 0, trained in full); codec; conditioning encoder."""
     from panowan.models.codec import build_codec
     from panowan.models.dual_stream import DualStreamWan
     from panowan.models.lora import add_lora, freeze_base
@@ -303,8 +303,9 @@ def build_model(config: TrainConfig, groups, device: torch.device) -> Built:
     model = DualStreamWan.from_base(
         base, model_config, groups.local_streams, groups.make_exchange(), reuse_base=True
     )
-    add_lora(model, config.lora_rank, config.lora_alpha, tuple(config.lora_targets), seed=config.seed)
-    freeze_base(model)
+    if config.lora_rank:
+        add_lora(model, config.lora_rank, config.lora_alpha, tuple(config.lora_targets), seed=config.seed)
+    freeze_base(model)  # without LoRA it freezes nothing: the streams train in full
     model.to(device)
     if config.gradient_checkpointing:
         model.enable_gradient_checkpointing()
@@ -533,7 +534,7 @@ class Trainer:
         if c.needs_pretrained():
             self._encode_all_rooms(rooms)
         param_groups = trainable_parameter_groups(self.model)
-        self.stream_params = param_groups["lora"] + param_groups["interaction"]
+        self.stream_params = param_groups["streams"] + param_groups["interaction"]
         self.shared_params = param_groups["plucker"]
         broadcast_parameters(self.groups, self.stream_params, self.shared_params)
         self.params = self.stream_params + self.shared_params
