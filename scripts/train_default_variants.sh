@@ -7,7 +7,8 @@
 # Each variant runs scripts/train_default_model.py for BUDGET_SECONDS of probe + training, variant i on GPU
 # i mod (number of GPUs): several variants share a GPU when there are fewer GPUs (the small models leave one
 # mostly idle). Every exported model is then evaluated by `panowan demo` on VALIDATION rooms (synth seed
-# VAL_SEED, default 800001: neither the training seed 0 nor the demo's 900002), and OUT_DIR gets
+# VAL_SEED, default 800001: neither the training seed 0 nor the demo's 900002; at most EVAL_TIMEOUT seconds,
+# default 120), and OUT_DIR gets
 # summary.json (validation hole metrics of every variant, best first), the logs and metrics in logs.tar.gz,
 # and the best KEEP (default 2) models split in two parts each (the 16 MiB limit on files coming back):
 #
@@ -42,7 +43,7 @@ wait || true
 for name in "${names[@]}"; do
   [[ -f /tmp/dm_$name/export/default_model.safetensors ]] || { echo "variant $name: no model (see log_$name.txt)"; continue; }
   grep -a "trained to step" "$out/log_$name.txt" | tail -1
-  OMP_NUM_THREADS=2 "$py" -m panowan demo --model_dir "/tmp/dm_$name/export" --seed "$val_seed" --rooms 8 \
+  OMP_NUM_THREADS=2 timeout "${EVAL_TIMEOUT:-120}" "$py" -m panowan demo --model_dir "/tmp/dm_$name/export" --seed "$val_seed" --rooms 8 \
     --out "/tmp/dm_$name/val" >"$out/val_$name.txt" 2>&1 &
 done
 wait || true
