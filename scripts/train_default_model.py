@@ -61,6 +61,8 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--lora_rank", type=int, default=32,
                    help="LoRA rank of every adapted layer; 0: train every weight (full fine-tuning)")  # fmt: skip
+    p.add_argument("--init_from", default=None,
+                   help="exported model folder to start from (chains runs; see panowan train --init_from)")  # fmt: skip
     p.add_argument("--hole_weight", type=float, default=0.0, help="extra MSE weight of the holes")
     p.add_argument("--workers", type=int, default=4, help="data-loading threads (--dataloader_workers)")
     p.add_argument("--compile", action="store_true", help="--compile_blocks (worth it on a GPU)")
@@ -86,6 +88,7 @@ def train_command(args: argparse.Namespace, data: Path, run: Path, steps: int) -
             "--checkpointing_steps", str(max(50, steps // 8)), "--checkpoints_total_limit", "2",
             "--dataloader_workers", str(args.workers), "--cache_files", "--mixed_precision", args.mixed_precision,
             "--seed", str(args.train_seed), "--no-progress", "--no-tensorboard",
+            *(["--init_from", args.init_from] if args.init_from else []),
             *(["--compile_blocks"] if args.compile else [])]  # fmt: skip
 
 
@@ -128,6 +131,7 @@ def export(args: argparse.Namespace, work: Path, run: Path, info: dict) -> None:
                                                         "--output_dir", str(work / "unused")]))  # fmt: skip
     model, _, _ = infer_cmd.build_model(source, None, "cpu", __import__("torch").float32)
     info["steps"] = int(Path(source.weights).parent.name.split("-")[-1])
+    info["total_steps"] = info.get("total_steps", 0) + info["steps"]
     written = infer_cmd.export_embedded(model, info, args.export)
     print(
         "exported", [f"{w} ({w.stat().st_size / 1e6:.1f} MB)" for w in written], json.dumps(info), flush=True
@@ -153,6 +157,10 @@ def main() -> None:
                   "data_commands": f"panowan synth --out DATA --rooms {args.rooms} --views 9 --height {args.resolution} "
                                    f"--width {2 * args.resolution} --seed {args.train_seed}; panowan prepare --data_root DATA",
                   "recipe": "python scripts/train_default_model.py " + " ".join(sys.argv[1:])}  # fmt: skip
+    if args.init_from:  # the chain: what the starting model was trained with, and the steps so far
+        start = json.loads((Path(args.init_from) / "default_model.json").read_text())["train"]
+        info["init_from"] = start
+        info["total_steps"] = int(start.get("total_steps", start.get("steps", 0)))
     steps, t_train = args.steps, time.monotonic()
     if args.time_budget:
         steps, probe = steps_for_budget(args, data, work)
@@ -161,7 +169,8 @@ def main() -> None:
     left = args.time_budget - (time.monotonic() - t_train) if args.time_budget else None
     sh(*cmd, timeout=left)
     info.update({"train_seconds": round(time.monotonic() - t_train),
-                 "train_command": " ".join(cmd[2:]).replace(str(data), "DATA").replace(str(run), "RUN")})  # fmt: skip
+                 "train_command": " ".join(cmd[2:]).replace(str(data), "DATA").replace(str(run), "RUN")
+                                  .replace(args.init_from or "\0", "INIT")})  # fmt: skip
     export(args, work, run, info)
     if args.eval_rooms:
         sh(*exe, "demo", "--out", str(work / "eval"), "--rooms", str(args.eval_rooms), "--steps",

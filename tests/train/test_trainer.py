@@ -101,6 +101,28 @@ def test_full_finetuning_trains_every_weight_and_resumes_exactly(rooms, tmp_path
     assert all(not torch.equal(at2[k], at4[k]) for k in base)
 
 
+def test_init_from_an_exported_model_starts_the_run_there(rooms, tmp_path) -> None:
+    """--init_from: the run's first weights are the exported ones (a step at lr 1e-12 moves nothing visible);
+    an export of another architecture and a missing folder are refused before training."""
+    from panowan.commands.infer import export_embedded
+    from panowan.models.testing import tiny_dual_stream
+
+    source, _ = tiny_dual_stream(seed=5)
+    export_embedded(source, {}, tmp_path / "exported", compact=False)
+    out = tmp_path / "run"
+    train(make_config(rooms, out, max_train_steps=1, checkpointing_steps=1, lora_rank=0, learning_rate=1e-12,
+                      init_from=str(tmp_path / "exported")))  # fmt: skip
+    got = weights(out, 1)
+    for name, tensor in source.streams["rgb"].state_dict().items():
+        assert torch.allclose(got[f"stream_rgb/{name}"], tensor, atol=1e-8), name
+    other, _ = tiny_dual_stream(seed=5, pose_dim=16)
+    export_embedded(other, {}, tmp_path / "other", compact=False)
+    with pytest.raises(ValueError, match=r"another model configuration \(differs in \['pose_dim'\]\)"):
+        train(make_config(rooms, tmp_path / "run2", max_train_steps=1, init_from=str(tmp_path / "other")))
+    with pytest.raises(ValueError, match="not an exported model"):
+        make_config(rooms, tmp_path / "run3", init_from=str(tmp_path / "nothing"))
+
+
 def test_threaded_cached_loading_trains_the_same_run(rooms, straight_run, tmp_path) -> None:
     out = tmp_path / "threads"
     train(make_config(rooms, out, max_train_steps=4, dataloader_workers=3, cache_files=True, **FEATURES))

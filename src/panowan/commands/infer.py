@@ -20,13 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from panowan.models.exported import (
+    EMBEDDED_CONFIG,
+    EMBEDDED_FORMAT,
+    EMBEDDED_WEIGHTS,
+    load_exported_weights,
+    read_exported,
+)
+
 HELP = "complete the panoramas of prepared rooms (RGB + metric depth + fused point cloud)"
 log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-EMBEDDED_CONFIG = "default_model.json"
-EMBEDDED_WEIGHTS = "default_model.safetensors"
-EMBEDDED_FORMAT = "panowan-embedded-model/1"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -169,27 +174,18 @@ def resolve_model(args: argparse.Namespace) -> ModelSource:
 def embedded_source(folder: str | os.PathLike | None = None) -> ModelSource:
     """An exported model in `folder`; by default the one shipped in panowan/assets, or (with a warning)
     an untrained initialisation when the package holds none."""
-    import json
-
     from panowan.models.lora import LoraSettings
     from panowan.models.presets import DualStreamConfig, get_preset
 
     root = ASSETS if folder is None else Path(folder)
-    cfg_path, weights = root / EMBEDDED_CONFIG, root / EMBEDDED_WEIGHTS
-    if not (cfg_path.is_file() and weights.is_file()):
-        if folder is not None:
-            raise ValueError(
-                f"{root}: not an exported model (needs {EMBEDDED_CONFIG} and {EMBEDDED_WEIGHTS})"
-            )
+    if folder is None and not (root / EMBEDDED_CONFIG).is_file() and not (root / EMBEDDED_WEIGHTS).is_file():
         warnings.warn(
             f"no trained default model in {ASSETS} ({EMBEDDED_CONFIG} + {EMBEDDED_WEIGHTS}): using an UNTRAINED "
             "initialisation of the tiny preset; its completions are noise, not results",
             stacklevel=2,
         )
         return ModelSource("untrained", get_preset("tiny"), None, None, {}, "untrained tiny model")
-    meta = json.loads(cfg_path.read_text(encoding="utf-8"))
-    if meta.get("format") != EMBEDDED_FORMAT:
-        raise ValueError(f"{cfg_path}: unknown format {meta.get('format')!r} (expected {EMBEDDED_FORMAT})")
+    meta, weights = read_exported(root)
     lora = (
         None
         if meta["lora"] is None
@@ -238,16 +234,7 @@ def build_model(source: ModelSource, base_model_dir: str | None, device, dtype, 
     if source.kind == "checkpoint":
         load_trainable(model, source.weights)
     elif source.kind == "embedded":
-        from safetensors.torch import load_model
-
-        missing, unexpected = load_model(model, str(source.weights), strict=False)
-        # The file holds both streams; a one-stream model (torchrun) must find all of its own tensors in it.
-        foreign = [k for k in unexpected if not any(k.startswith(f"{p}.{o}.") for p in ("streams", "interactions")
-                                                    for o in ("rgb", "depth") if o not in model.local_streams)]  # fmt: skip
-        if missing or foreign:
-            raise ValueError(
-                f"{source.weights}: does not match its config (missing {missing[:3]}, unexpected {foreign[:3]})"
-            )
+        load_exported_weights(model, source.weights)
     model = model.to(device, dtype).eval().requires_grad_(False)
     codec = build_codec(cfg, vae)
     encoder = build_encoder(encoder_src, device=device) if cfg.codec != "analytic" else build_encoder(cfg)

@@ -100,6 +100,12 @@ class TrainConfig:
     interaction_interval: int | None = _f(
         None, "an interaction layer after every N Wan blocks (default: the preset's)"
     )
+    init_from: str | None = _f(
+        None,
+        "exported model folder (default_model.json + .safetensors, as `infer --model_dir` takes) whose weights "
+        "start this run instead of the seeded initialisation: chains runs that one lease cannot hold; same "
+        "architecture required; LoRA, if any, starts fresh on top; the optimiser and schedule start anew",
+    )
     gradient_checkpointing: bool = _f(
         False, "recompute Wan blocks and interaction layers in backward to save memory"
     )
@@ -208,6 +214,10 @@ class TrainConfig:
     def _check_required(self) -> None:
         if not self.data_root:
             raise ValueError("--data_root is required")
+        if self.init_from:
+            from panowan.models.exported import read_exported
+
+            read_exported(self.init_from)  # a missing or foreign folder fails here, before any heavy work
         if not self.output_dir:
             raise ValueError("--output_dir is required")
         if self.needs_pretrained() and not self.base_model_dir:

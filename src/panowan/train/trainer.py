@@ -303,6 +303,10 @@ def build_model(config: TrainConfig, groups, device: torch.device) -> Built:
     model = DualStreamWan.from_base(
         base, model_config, groups.local_streams, groups.make_exchange(), reuse_base=True
     )
+    if config.init_from:
+        from panowan.models.exported import init_from_exported
+
+        init_from_exported(model, config.init_from)
     if config.lora_rank:
         add_lora(model, config.lora_rank, config.lora_alpha, tuple(config.lora_targets), seed=config.seed)
     freeze_base(model)  # without LoRA it freezes nothing: the streams train in full

@@ -1,0 +1,74 @@
+"""Exported model folders (`default_model.json` + `default_model.safetensors`): reading their metadata and
+loading their weights into a `DualStreamWan`.
+
+`panowan infer --model_dir` and the embedded default read them; `panowan train --init_from` starts a run
+from one (chained training). Writing is `panowan.commands.infer.export_embedded`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # light at import: the CLI reads exported metadata before any model code loads
+    from panowan.models.dual_stream import DualStreamWan
+
+EMBEDDED_FORMAT = "panowan-embedded-model/1"
+EMBEDDED_CONFIG = "default_model.json"
+EMBEDDED_WEIGHTS = "default_model.safetensors"
+
+
+def read_exported(folder: str | os.PathLike) -> tuple[dict[str, Any], Path]:
+    """(metadata, weights path) of an exported model folder; ValueError naming the file if it is not one."""
+    root = Path(folder)
+    cfg_path, weights = root / EMBEDDED_CONFIG, root / EMBEDDED_WEIGHTS
+    if not (cfg_path.is_file() and weights.is_file()):
+        raise ValueError(f"{root}: not an exported model (needs {EMBEDDED_CONFIG} and {EMBEDDED_WEIGHTS})")
+    try:
+        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{cfg_path}: not valid JSON ({exc})") from exc
+    if meta.get("format") != EMBEDDED_FORMAT:
+        raise ValueError(f"{cfg_path}: unknown format {meta.get('format')!r} (expected {EMBEDDED_FORMAT})")
+    return meta, weights
+
+
+def load_exported_weights(model: DualStreamWan, weights: str | os.PathLike) -> None:
+    """Copy an exported state dict into `model` (cast to its dtypes). The file holds both streams; a
+    one-stream model (torchrun) must find all of its own tensors in it and ignores the peer's."""
+    from safetensors.torch import load_model
+
+    missing, unexpected = load_model(model, str(weights), strict=False)
+    peers = [s for s in ("rgb", "depth") if s not in model.local_streams]
+    foreign = [k for k in unexpected if not any(k.startswith(f"{p}.{s}.") for p in ("streams", "interactions")
+                                                for s in peers)]  # fmt: skip
+    if missing or foreign:
+        raise ValueError(
+            f"{weights}: does not match its config (missing {missing[:3]}, unexpected {foreign[:3]})"
+        )
+
+
+def init_from_exported(model: DualStreamWan, folder: str | os.PathLike) -> dict[str, Any]:
+    """Start `model` (no LoRA yet) from an exported model of the same architecture; returns its metadata.
+
+    The architectures must agree in everything but `init_seed`; an export that kept its LoRA separate
+    cannot start a run (export it compact, LoRA folded in).
+    """
+    from panowan.models.presets import DualStreamConfig
+
+    meta, weights = read_exported(folder)
+    if model.lora_settings is not None:
+        raise ValueError("load the exported weights before adding LoRA")
+    if meta.get("lora") is not None:
+        raise ValueError(
+            f"{folder}: its LoRA is stored apart from the base; export it compact (LoRA folded in)"
+        )
+    theirs = DualStreamConfig.from_dict(meta["model"]).to_dict()
+    ours = model.config.to_dict()
+    diff = sorted(k for k in set(ours) | set(theirs) if k != "init_seed" and ours.get(k) != theirs.get(k))
+    if diff:
+        raise ValueError(f"{folder}: exported for another model configuration (differs in {diff})")
+    load_exported_weights(model, weights)
+    return meta
