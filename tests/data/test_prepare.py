@@ -79,3 +79,38 @@ def test_bad_room_is_reported_by_path_and_reason(data_copy, capsys):
     code = main(["prepare", "--data_root", str(data_copy)])
     err = capsys.readouterr().err
     assert code == 1 and str(bad) in err and "pose_0003.json" in err
+
+
+def test_thread_budget_is_the_callers(data_copy, monkeypatch):
+    """In-process preparation leaves the caller's torch thread count alone; a pool of workers splits that
+    count between them (never the machine's cores: several jobs may share the machine)."""
+    import torch
+
+    import panowan.data.prepare as prep
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        prepare_rooms(data_copy, overwrite=True, progress=False)
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(4)
+        seen = []
+
+        class InlinePool:  # records each job's thread share without forking
+            def __init__(self, max_workers):
+                self.workers = max_workers
+
+            def map(self, fn, jobs):
+                seen.extend(job[3] for job in jobs)
+                return [(job[0], "skipped", "") for job in jobs]
+
+            def shutdown(self, **_):
+                pass
+
+        monkeypatch.setattr(prep, "ProcessPoolExecutor", InlinePool)
+        prepare_rooms(data_copy, workers=2, progress=False)
+        assert seen and set(seen) == {2}
+        prepare_rooms(data_copy, workers=8, progress=False)
+        assert set(seen[-3:]) == {1}
+    finally:
+        torch.set_num_threads(before)
