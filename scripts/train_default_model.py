@@ -1,16 +1,18 @@
 """The recipe of the embedded default model (panowan/assets/default_model.*), end to end.
 
-    python scripts/train_default_model.py --work runs/default_model --steps 3500
+    python scripts/train_default_model.py --work runs/default_model       # the shipped model (40 min, 2 CPU cores)
     python scripts/train_default_model.py --work /tmp/dm --time_budget 420 --batch 32   # a GPU lease
+    python scripts/train_default_model.py ... --init_from EXPORTED                    # continue a model
 
 1. `panowan synth`: training rooms (seed --train_seed) at --resolution x 2*resolution, 9 views each;
 2. `panowan prepare`;
-3. `panowan train --preset small` (--preset) with LoRA on every linear layer of the (seeded random) Wan base,
-   interaction layers and PluckerNet in full (the flags are printed and saved in the run's config.json).
+3. `panowan train --preset small` (--preset) training every weight of the (seeded random) Wan base
+   (`--lora_rank 0`; with --lora_rank R, LoRA on every linear layer instead), interaction layers and PluckerNet
+   (the flags are printed and saved in the run's config.json).
    With --time_budget, a short probe run first measures seconds per step on this machine, and the run
    gets as many steps as fit the budget, so its cosine schedule ends where the time does;
 4. export of the last complete checkpoint as the embedded default (`--export`, default the package's
-   assets): LoRA folded into the base, float16 parameters (under 20 MB);
+   assets): float16 parameters, LoRA (if any) folded into the base (under 20 MB);
 5. `panowan demo`-style evaluation on --eval_rooms unseen rooms (seed --eval_seed) against OpenCV
    inpainting and the copied input.
 """
@@ -47,7 +49,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--train_seed", type=int, default=0, help="synth seed of the training rooms")
     p.add_argument("--resolution", type=int, default=64, help="panorama height (width 2x)")
     p.add_argument("--num_frames", type=int, default=5, help="views per training sample")
-    p.add_argument("--steps", type=int, default=3500, help="optimiser steps (ignored with --time_budget)")
+    p.add_argument("--steps", type=int, default=1800, help="optimiser steps (ignored with --time_budget)")
     p.add_argument("--time_budget", type=float, default=0,
                    help="seconds for probe + training; sets --steps from a measured step time (0: off)")  # fmt: skip
     p.add_argument("--batch", type=int, default=8, help="rooms per step")
@@ -57,10 +59,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--preset",
         default="small",
-        help="model preset (small: the shipped model; small-p4: its candidate successor)",
+        help="model preset (small: the shipped model; small-p4: pool 4, width 192, see BENCHMARKS.md)",
     )
-    p.add_argument("--lora_rank", type=int, default=32,
-                   help="LoRA rank of every adapted layer; 0: train every weight (full fine-tuning)")  # fmt: skip
+    p.add_argument("--lora_rank", type=int, default=0,
+                   help="LoRA rank of every adapted layer; 0: train every weight (full fine-tuning, the shipped model)")  # fmt: skip
     p.add_argument("--init_from", default=None,
                    help="exported model folder to start from (chains runs; see panowan train --init_from)")  # fmt: skip
     p.add_argument("--hole_weight", type=float, default=0.0, help="extra MSE weight of the holes")

@@ -203,8 +203,8 @@ _PRESETS: dict[str, DualStreamConfig] = {
         codec="analytic",
         analytic_pool=8,
     ),
-    # Candidate successor of "small" (not yet trained far enough to replace it; see BENCHMARKS.md): 8 blocks of
-    # width 192 at pool 4 (z = 48), 9.6M parameters, 19.2 MB exported (LoRA folded in, float16). A perfect
+    # The pool-4 variant of "small" (trained in full on GPUs it matched "small" at 4x the size; see
+    # BENCHMARKS.md): 8 blocks of width 192 at pool 4 (z = 48), 9.6M parameters, 19.2 MB exported (float16). A perfect
     # pool-8 prediction scores below OpenCV inpainting in the holes (scripts/codec_bound.py), so "small" can
     # never win on RGB PSNR; pool 4 raises that bound by ~2 dB. A token then emits 2 x 2 x z = 192 values,
     # so the width must be at least 192: a narrower output projection cannot even represent the noise it
