@@ -133,7 +133,8 @@ def export(args: argparse.Namespace, work: Path, run: Path, info: dict) -> None:
                                                         "--output_dir", str(work / "unused")]))  # fmt: skip
     model, _, _ = infer_cmd.build_model(source, None, "cpu", __import__("torch").float32)
     info["steps"] = int(Path(source.weights).parent.name.split("-")[-1])
-    info["total_steps"] = info.get("total_steps", 0) + info["steps"]
+    start = info.get("init_from", {})  # the chain: steps of the starting model, then this run's
+    info["total_steps"] = int(start.get("total_steps", start.get("steps", 0))) + info["steps"]
     written = infer_cmd.export_embedded(model, info, args.export)
     print(
         "exported", [f"{w} ({w.stat().st_size / 1e6:.1f} MB)" for w in written], json.dumps(info), flush=True
@@ -159,10 +160,8 @@ def main() -> None:
                   "data_commands": f"panowan synth --out DATA --rooms {args.rooms} --views 9 --height {args.resolution} "
                                    f"--width {2 * args.resolution} --seed {args.train_seed}; panowan prepare --data_root DATA",
                   "recipe": "python scripts/train_default_model.py " + " ".join(sys.argv[1:])}  # fmt: skip
-    if args.init_from:  # the chain: what the starting model was trained with, and the steps so far
-        start = json.loads((Path(args.init_from) / "default_model.json").read_text())["train"]
-        info["init_from"] = start
-        info["total_steps"] = int(start.get("total_steps", start.get("steps", 0)))
+    if args.init_from:  # what the starting model was trained with
+        info["init_from"] = json.loads((Path(args.init_from) / "default_model.json").read_text())["train"]
     steps, t_train = args.steps, time.monotonic()
     if args.time_budget:
         steps, probe = steps_for_budget(args, data, work)

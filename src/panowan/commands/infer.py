@@ -151,8 +151,8 @@ def resolve_model(args: argparse.Namespace) -> ModelSource:
     cfg = source.model_config
     if args.preset is not None:
         preset = get_preset(args.preset)
-        keys = ("wan", "codec", "analytic_pool", "pose_dim", "plucker_hidden", "interaction_inner_dim")
-        diff = sorted(k for k in (*keys, "interaction_heads") if getattr(preset, k) != getattr(cfg, k))
+        # A run may change how often the streams interact and its seed, not the architecture of a preset.
+        diff = preset.differences(cfg, ignore=("interaction_interval", "init_seed"))
         if diff:
             raise ValueError(f"{source.description} was trained with another model configuration than preset "
                              f"{args.preset!r} (differs in {diff})")  # fmt: skip
@@ -186,13 +186,7 @@ def embedded_source(folder: str | os.PathLike | None = None) -> ModelSource:
         )
         return ModelSource("untrained", get_preset("tiny"), None, None, {}, "untrained tiny model")
     meta, weights = read_exported(root)
-    lora = (
-        None
-        if meta["lora"] is None
-        else LoraSettings(
-            int(meta["lora"]["rank"]), float(meta["lora"]["alpha"]), tuple(meta["lora"]["targets"])
-        )
-    )
+    lora = None if meta["lora"] is None else LoraSettings.from_dict(meta["lora"])
     return ModelSource("embedded", DualStreamConfig.from_dict(meta["model"]), lora, weights,
                        meta.get("train", {}), f"embedded model {weights}")  # fmt: skip
 

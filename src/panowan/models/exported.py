@@ -65,9 +65,7 @@ def init_from_exported(model: DualStreamWan, folder: str | os.PathLike) -> dict[
         raise ValueError(
             f"{folder}: its LoRA is stored apart from the base; export it compact (LoRA folded in)"
         )
-    theirs = DualStreamConfig.from_dict(meta["model"]).to_dict()
-    ours = model.config.to_dict()
-    diff = sorted(k for k in set(ours) | set(theirs) if k != "init_seed" and ours.get(k) != theirs.get(k))
+    diff = model.config.differences(DualStreamConfig.from_dict(meta["model"]), ignore=("init_seed",))
     if diff:
         raise ValueError(f"{folder}: exported for another model configuration (differs in {diff})")
     load_exported_weights(model, weights)

@@ -62,6 +62,11 @@ class LoraSettings:
     def to_dict(self) -> dict:
         return {"rank": self.rank, "alpha": float(self.alpha), "targets": list(self.targets)}
 
+    @classmethod
+    def from_dict(cls, obj: dict) -> LoraSettings:
+        """Inverse of `to_dict` (KeyError / TypeError on a malformed dictionary)."""
+        return cls(int(obj["rank"]), float(obj["alpha"]), tuple(obj["targets"]))
+
 
 def lora_file(stream: str) -> str:
     return f"lora_{stream}.safetensors"
@@ -188,13 +193,7 @@ def read_trainable_config(folder: str | Path) -> tuple[LoraSettings | None, Dual
         raise ValueError(f"{path}: missing (not a folder written by save_trainable)")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-        lora = (
-            None
-            if meta["lora"] is None
-            else LoraSettings(
-                int(meta["lora"]["rank"]), float(meta["lora"]["alpha"]), tuple(meta["lora"]["targets"])
-            )
-        )
+        lora = None if meta["lora"] is None else LoraSettings.from_dict(meta["lora"])
         return lora, DualStreamConfig.from_dict(meta["model"])
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: unreadable trainable config ({exc})") from exc
@@ -226,9 +225,8 @@ def load_trainable(model: DualStreamWan, folder: str | Path) -> None:
     """Load what `save_trainable` wrote into `model` (LoRA already added with the same settings)."""
     folder = Path(folder)
     lora, config = read_trainable_config(folder)
-    if config.to_dict() != model.config.to_dict():
-        ours, theirs = model.config.to_dict(), config.to_dict()
-        diff = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+    diff = model.config.differences(config)
+    if diff:
         raise ValueError(f"{folder / CONFIG_FILE}: saved for another model configuration (differs in {diff})")
     if lora != model.lora_settings:
         raise ValueError(

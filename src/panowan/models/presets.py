@@ -116,6 +116,11 @@ class DualStreamConfig:
             raise ValueError(f"unknown DualStreamConfig keys {unknown}")
         return cls(**obj)
 
+    def differences(self, other: DualStreamConfig, ignore: tuple[str, ...] = ()) -> list[str]:
+        """Sorted names of the fields whose JSON values differ (those in `ignore` aside)."""
+        ours, theirs = self.to_dict(), other.to_dict()
+        return sorted(k for k in ours if k not in ignore and ours[k] != theirs[k])
+
 
 _I2V_COMMON: dict[str, Any] = {
     "patch_size": (1, 2, 2),
