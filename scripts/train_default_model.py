@@ -4,7 +4,8 @@
     python scripts/train_default_model.py --work /tmp/dm --time_budget 420 --batch 32   # a GPU lease
     python scripts/train_default_model.py ... --init_from EXPORTED                    # continue a model
 
-1. `panowan synth`: training rooms (seed --train_seed) at --resolution x 2*resolution, 9 views each;
+1. `panowan synth`: training rooms (seed --train_seed) at --resolution x 2*resolution, 9 views each, into
+   --data (default WORK/data); skipped when an earlier run finished that folder, so that runs side by side share it;
 2. `panowan prepare`;
 3. `panowan train --preset small` (--preset) training every weight of the (seeded random) Wan base
    (`--lora_rank 0`; with --lora_rank R, LoRA on every linear layer instead), interaction layers and PluckerNet
@@ -45,7 +46,11 @@ def sh(*cmd: str, timeout: float | None = None) -> int:
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default="runs/default_model", help="work folder (data, run, evaluation)")
+    p.add_argument("--data", default=None,
+                   help="folder of the prepared training rooms (default WORK/data); made there by the recipe's synth and "
+                        "prepare unless an earlier run finished it, so runs side by side share one copy")  # fmt: skip
     p.add_argument("--rooms", type=int, default=96, help="training rooms")
+    p.add_argument("--data_workers", type=int, default=8, help="processes of panowan synth and prepare")
     p.add_argument("--train_seed", type=int, default=0, help="synth seed of the training rooms")
     p.add_argument("--resolution", type=int, default=64, help="panorama height (width 2x)")
     p.add_argument("--num_frames", type=int, default=5, help="views per training sample")
@@ -141,6 +146,31 @@ def export(args: argparse.Namespace, work: Path, run: Path, info: dict) -> None:
     )
 
 
+def make_data(args: argparse.Namespace, data: Path, exe: list[str]) -> None:
+    """Synthesize and prepare the training rooms into `data`, unless a finished copy is there.
+
+    A lock file beside `data` makes concurrent runs wait for the one that builds it; a marker written last
+    (with the data commands) tells a finished copy from one cut short, which is rebuilt from scratch.
+    """
+    import fcntl
+
+    data.parent.mkdir(parents=True, exist_ok=True)
+    marker = data / ".panowan_data_ready"
+    spec = f"rooms={args.rooms} views=9 height={args.resolution} seed={args.train_seed}"
+    with open(data.parent / f".{data.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.is_file():
+            if marker.read_text() != spec:
+                raise SystemExit(f"--data {data} holds other rooms ({marker.read_text()}), not {spec}")
+            return
+        shutil.rmtree(data, ignore_errors=True)
+        sh(*exe, "synth", "--out", str(data), "--rooms", str(args.rooms), "--views", "9", "--height",
+           str(args.resolution), "--width", str(2 * args.resolution), "--seed", str(args.train_seed), "--workers", str(args.data_workers))  # fmt: skip
+        if sh(*exe, "prepare", "--data_root", str(data), "--workers", str(args.data_workers)):
+            raise SystemExit(f"preparing {data} failed (the error is above)")
+        marker.write_text(spec)
+
+
 def main() -> None:
     args = parse_args()
     if args.rooms < args.batch:
@@ -148,12 +178,10 @@ def main() -> None:
             f"--rooms {args.rooms} < --batch {args.batch}: a step needs that many distinct rooms"
         )
     work = Path(args.work)
-    data, run = work / "data", work / "run"
+    data, run = Path(args.data) if args.data else work / "data", work / "run"
     exe = [sys.executable, "-m", "panowan"]
     t0 = time.monotonic()
-    sh(*exe, "synth", "--out", str(data), "--rooms", str(args.rooms), "--views", "9", "--height",
-       str(args.resolution), "--width", str(2 * args.resolution), "--seed", str(args.train_seed), "--workers", "8")  # fmt: skip
-    sh(*exe, "prepare", "--data_root", str(data), "--workers", "8")
+    make_data(args, data, exe)
     print(f"data ready in {time.monotonic() - t0:.0f} s", flush=True)
     info: dict = {"synth_seeds": [args.train_seed], "rooms": args.rooms, "resolution": args.resolution,
                   "num_frames": args.num_frames, "flow_shift": 3.0, "machine": machine(),
