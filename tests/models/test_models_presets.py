@@ -55,7 +55,7 @@ def test_tiny_forward_is_fast():
     assert min(times) < 1.0, times
 
 
-@pytest.mark.parametrize("name", ["small", "small-p4"])
+@pytest.mark.parametrize("name", ["small", "small-p4", "small-w192"])
 def test_trainable_analytic_presets_can_emit_what_a_token_must_predict(name):
     """proj_out maps the width D to patch_h * patch_w * z values per token; with fewer dimensions than
     values the velocity lives in a subspace and the rest of the noise is never removed (width 96 at

@@ -230,6 +230,27 @@ _PRESETS: dict[str, DualStreamConfig] = {
         codec="analytic",
         analytic_pool=4,
     ),
+    # "small" at twice the width (192, the most under the 20 MB limit): a probe of whether the width-96 residual
+    # stream, which must carry each token's 48 noisy and 48 condition values through every block, is what keeps
+    # "small" from learning the holes (BENCHMARKS.md, "256x512"). 9.5M parameters.
+    "small-w192": DualStreamConfig(
+        wan={
+            **_ANALYTIC_COMMON,
+            "num_attention_heads": 4,
+            "attention_head_dim": 48,
+            "ffn_dim": 384,
+            "added_kv_proj_dim": 192,
+            "in_channels": 2 * 12 + 4,
+            "out_channels": 12,
+        },
+        interaction_interval=2,
+        interaction_inner_dim=64,
+        interaction_heads=2,
+        pose_dim=48,
+        plucker_hidden=24,
+        codec="analytic",
+        analytic_pool=8,
+    ),
     # CPU-sized: 8 blocks of width 32, analytic codec (z = 48); < 1 s at 5 views x 32x64.
     "tiny": DualStreamConfig(
         wan={
@@ -253,7 +274,7 @@ PRESET_NAMES = tuple(_PRESETS)
 
 
 def get_preset(name: str) -> DualStreamConfig:
-    """A fresh copy of the named configuration ("tiny", "small", "small-p4", "wan2.1-i2v-14b", "wan2.1-1.3b-i2v")."""
+    """A fresh copy of the named configuration (one of `PRESET_NAMES`)."""
     if name not in _PRESETS:
         raise ValueError(f"unknown model preset {name!r}; choose one of {PRESET_NAMES}")
     return copy.deepcopy(_PRESETS[name])

@@ -54,7 +54,8 @@ class TrainConfig:
     )
     preset: str = _f(
         "wan2.1-i2v-14b",
-        "model size preset (panowan.models.presets): wan2.1-i2v-14b, wan2.1-1.3b-i2v, tiny, small, small-p4; or from_base: "
+        "model size preset (panowan.models.presets): wan2.1-i2v-14b, wan2.1-1.3b-i2v, tiny, small, small-p4, small-w192; "
+        "or from_base: "
         "the architecture of --base_model_dir's transformer with interaction layers sized to it",
     )
     config: str | None = _f(
