@@ -1,8 +1,10 @@
 """The recipe of the embedded default model (panowan/assets/default_model.*), end to end.
 
-    python scripts/train_default_model.py --work runs/default_model       # the shipped model (40 min, 2 CPU cores)
-    python scripts/train_default_model.py --work /tmp/dm --time_budget 420 --batch 32   # a GPU lease
-    python scripts/train_default_model.py ... --init_from EXPORTED                    # continue a model
+    # the shipped model, in two runs: 64x128 (40 min on 2 CPU cores), then 256x512 (about 5 min on one GPU)
+    python scripts/train_default_model.py --work runs/dm64 --export runs/dm64/export
+    python scripts/train_default_model.py --work runs/dm256 --resolution 256 --batch 32 --steps 364 \
+        --hole_weight 3 --compile --init_from runs/dm64/export
+    python scripts/train_default_model.py --work /tmp/dm --time_budget 420 --batch 32   # as many steps as fit
 
 1. `panowan synth`: training rooms (seed --train_seed) at --resolution x 2*resolution, 9 views each, into
    --data (default WORK/data); skipped when an earlier run finished that folder, so that runs side by side share it;
@@ -64,7 +66,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--preset",
         default="small",
-        help="model preset (small: the shipped model; small-p4: pool 4, width 192, see BENCHMARKS.md)",
+        help="model preset (small: the shipped model; small-p4: pool 4, width 192; small-w192: pool 8, width 192; see "
+        "BENCHMARKS.md)",
     )
     p.add_argument("--lora_rank", type=int, default=0,
                    help="LoRA rank of every adapted layer; 0: train every weight (full fine-tuning, the shipped model)")  # fmt: skip
