@@ -23,7 +23,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_root", required=True, help="prepared rooms with ground truth")
     p.add_argument("--pool", type=int, default=8, help="analytic codec pool (the default model uses 8)")
-    p.add_argument("--resolution", type=int, default=64, help="panorama height")
+    p.add_argument(
+        "--resolution", type=int, default=256, help="panorama height (the default model works at 256)"
+    )
     p.add_argument("--num_frames", type=int, default=5, help="views per room")
     p.add_argument("--out", required=True, help="output folder (infer layout)")
     args = p.parse_args()

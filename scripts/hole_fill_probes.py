@@ -10,7 +10,7 @@ known pixels with a raw model output, against plain border interpolation:
   the model's completed depth, or from the ground-truth depth (an oracle: what sharp depth would give).
 
     panowan demo --rooms 8 --seed 800001 --out val                  # validation rooms with ground truth
-    panowan infer --data_root val/data --output_dir val/raw --no_composite --num_frames 5 --resolution 64
+    panowan infer --data_root val/data --output_dir val/raw --no_composite --num_frames 5 --resolution 256
     python scripts/hole_fill_probes.py --data_root val/data --pred_dir val/raw
 
 Needs scipy (installed with the test extra). Session 3 (BENCHMARKS.md, issue 5) used these fills to show that
