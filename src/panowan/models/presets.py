@@ -153,6 +153,31 @@ _ANALYTIC_COMMON: dict[str, Any] = {
     "pos_embed_seq_len": None,
 }
 
+
+def _small_analytic(head_dim: int, pool: int) -> DualStreamConfig:
+    """The small trainable presets: 8 Wan blocks of 4 heads x `head_dim` (FFN twice the width), the analytic codec
+    at `pool`, and small interaction layers and PluckerNet."""
+    z, width = analytic_z_dim(pool), 4 * head_dim
+    return DualStreamConfig(
+        wan={
+            **_ANALYTIC_COMMON,
+            "num_attention_heads": 4,
+            "attention_head_dim": head_dim,
+            "ffn_dim": 2 * width,
+            "added_kv_proj_dim": width,
+            "in_channels": 2 * z + 4,
+            "out_channels": z,
+        },
+        interaction_interval=2,
+        interaction_inner_dim=64,
+        interaction_heads=2,
+        pose_dim=48,
+        plucker_hidden=24,
+        codec="analytic",
+        analytic_pool=pool,
+    )
+
+
 _PRESETS: dict[str, DualStreamConfig] = {
     # The transformer/config.json of Wan-AI/Wan2.1-I2V-14B-480P-Diffusers (and 720P).
     "wan2.1-i2v-14b": DualStreamConfig(
@@ -186,71 +211,21 @@ _PRESETS: dict[str, DualStreamConfig] = {
         plucker_hidden=64,
         codec="wan_vae",
     ),
-    # The embedded default model (panowan/assets): 8 blocks of width 96, analytic codec at pool 8 (z = 12),
-    # LoRA on every linear layer of a seeded random base (see README). A token carries 2 x 2 x z = 48 output
-    # values, well under the width: at pool 4 (192 values a token) the output projection could not even
-    # represent the noise it has to remove, and samples stayed noise.
-    "small": DualStreamConfig(
-        wan={
-            **_ANALYTIC_COMMON,
-            "num_attention_heads": 4,
-            "attention_head_dim": 24,
-            "ffn_dim": 192,
-            "added_kv_proj_dim": 96,
-            "in_channels": 2 * 12 + 4,
-            "out_channels": 12,
-        },
-        interaction_interval=2,
-        interaction_inner_dim=64,
-        interaction_heads=2,
-        pose_dim=48,
-        plucker_hidden=24,
-        codec="analytic",
-        analytic_pool=8,
-    ),
+    # The embedded default model (panowan/assets): 8 blocks of width 96, analytic codec at pool 8 (z = 12), every
+    # weight of a seeded random base trained (see README). A token carries 2 x 2 x z = 48 output values, well
+    # under the width: at pool 4 (192 values a token) the output projection could not even represent the noise
+    # it has to remove, and samples stayed noise.
+    "small": _small_analytic(head_dim=24, pool=8),
     # The pool-4 variant of "small" (trained in full on GPUs it matched "small" at 4x the size; see
     # BENCHMARKS.md): 8 blocks of width 192 at pool 4 (z = 48), 9.6M parameters, 19.2 MB exported (float16). A perfect
-    # pool-8 prediction scores below OpenCV inpainting in the holes (scripts/codec_bound.py), so "small" can
-    # never win on RGB PSNR; pool 4 raises that bound by ~2 dB. A token then emits 2 x 2 x z = 192 values,
-    # so the width must be at least 192: a narrower output projection cannot even represent the noise it
-    # has to remove.
-    "small-p4": DualStreamConfig(
-        wan={
-            **_ANALYTIC_COMMON,
-            "num_attention_heads": 4,
-            "attention_head_dim": 48,
-            "ffn_dim": 384,
-            "added_kv_proj_dim": 192,
-        },
-        interaction_interval=2,
-        interaction_inner_dim=64,
-        interaction_heads=2,
-        pose_dim=48,
-        plucker_hidden=24,
-        codec="analytic",
-        analytic_pool=4,
-    ),
+    # pool-8 prediction scores below OpenCV inpainting in the holes at 64x128 (scripts/codec_bound.py); pool 4
+    # raises that bound by ~1.4 dB. A token then emits 2 x 2 x z = 192 values, so the width must be at least 192:
+    # a narrower output projection cannot even represent the noise it has to remove.
+    "small-p4": _small_analytic(head_dim=48, pool=4),
     # "small" at twice the width (192, the most under the 20 MB limit): a probe of whether the width-96 residual
     # stream, which must carry each token's 48 noisy and 48 condition values through every block, is what keeps
-    # "small" from learning the holes (BENCHMARKS.md, "256x512"). 9.5M parameters.
-    "small-w192": DualStreamConfig(
-        wan={
-            **_ANALYTIC_COMMON,
-            "num_attention_heads": 4,
-            "attention_head_dim": 48,
-            "ffn_dim": 384,
-            "added_kv_proj_dim": 192,
-            "in_channels": 2 * 12 + 4,
-            "out_channels": 12,
-        },
-        interaction_interval=2,
-        interaction_inner_dim=64,
-        interaction_heads=2,
-        pose_dim=48,
-        plucker_hidden=24,
-        codec="analytic",
-        analytic_pool=8,
-    ),
+    # "small" from learning the holes (BENCHMARKS.md, "256x512"). 9.5M parameters, 18.9 MB exported.
+    "small-w192": _small_analytic(head_dim=48, pool=8),
     # CPU-sized: 8 blocks of width 32, analytic codec (z = 48); < 1 s at 5 views x 32x64.
     "tiny": DualStreamConfig(
         wan={
