@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+from panowan.models.exported import read_exported
 from panowan.models.lora import EVERY_LINEAR_TARGET
 
 LORA_TARGETS = list(EVERY_LINEAR_TARGET)
@@ -149,17 +150,28 @@ def export(args: argparse.Namespace, work: Path, run: Path, info: dict) -> None:
     )
 
 
+def data_commands(args: argparse.Namespace, data: str) -> list[list[str]]:
+    """The `panowan synth` and `panowan prepare` arguments that make the training rooms in `data` (what is run,
+    and, with DATA for the folder, what the export records)."""
+    return [["synth", "--out", data, "--rooms", str(args.rooms), "--views", "9", "--height", str(args.resolution),
+             "--width", str(2 * args.resolution), "--seed", str(args.train_seed)],
+            ["prepare", "--data_root", data]]  # fmt: skip
+
+
+def describe_data(args: argparse.Namespace) -> str:
+    return "; ".join("panowan " + " ".join(cmd) for cmd in data_commands(args, "DATA"))
+
+
 def make_data(args: argparse.Namespace, data: Path, exe: list[str]) -> None:
     """Synthesize and prepare the training rooms into `data`, unless a finished copy is there.
 
     A lock file beside `data` makes concurrent runs wait for the one that builds it; a marker written last
-    (with the data commands) tells a finished copy from one cut short, which is rebuilt from scratch.
+    (the data commands) tells a finished copy from one cut short, which is rebuilt from scratch.
     """
     import fcntl
 
     data.parent.mkdir(parents=True, exist_ok=True)
-    marker = data / ".panowan_data_ready"
-    spec = f"rooms={args.rooms} views=9 height={args.resolution} seed={args.train_seed}"
+    marker, spec = data / ".panowan_data_ready", describe_data(args)
     with open(data.parent / f".{data.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if marker.is_file():
@@ -167,10 +179,9 @@ def make_data(args: argparse.Namespace, data: Path, exe: list[str]) -> None:
                 raise SystemExit(f"--data {data} holds other rooms ({marker.read_text()}), not {spec}")
             return
         shutil.rmtree(data, ignore_errors=True)
-        sh(*exe, "synth", "--out", str(data), "--rooms", str(args.rooms), "--views", "9", "--height",
-           str(args.resolution), "--width", str(2 * args.resolution), "--seed", str(args.train_seed), "--workers", str(args.data_workers))  # fmt: skip
-        if sh(*exe, "prepare", "--data_root", str(data), "--workers", str(args.data_workers)):
-            raise SystemExit(f"preparing {data} failed (the error is above)")
+        for cmd in data_commands(args, str(data)):
+            if sh(*exe, *cmd, "--workers", str(args.data_workers)):
+                raise SystemExit(f"panowan {cmd[0]} of {data} failed (the error is above)")
         marker.write_text(spec)
 
 
@@ -188,11 +199,10 @@ def main() -> None:
     print(f"data ready in {time.monotonic() - t0:.0f} s", flush=True)
     info: dict = {"synth_seeds": [args.train_seed], "rooms": args.rooms, "resolution": args.resolution,
                   "num_frames": args.num_frames, "flow_shift": 3.0, "machine": machine(),
-                  "data_commands": f"panowan synth --out DATA --rooms {args.rooms} --views 9 --height {args.resolution} "
-                                   f"--width {2 * args.resolution} --seed {args.train_seed}; panowan prepare --data_root DATA",
+                  "data_commands": describe_data(args),
                   "recipe": "python scripts/train_default_model.py " + " ".join(sys.argv[1:])}  # fmt: skip
     if args.init_from:  # what the starting model was trained with
-        info["init_from"] = json.loads((Path(args.init_from) / "default_model.json").read_text())["train"]
+        info["init_from"] = read_exported(args.init_from)[0]["train"]
     steps, t_train = args.steps, time.monotonic()
     if args.time_budget:
         steps, probe = steps_for_budget(args, data, work)
