@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from panowan.eval.baselines import baseline_view, inpaint_erp, run_baseline
+from panowan.data.inpaint import inpaint_erp
+from panowan.eval.baselines import baseline_view, run_baseline
 from panowan.eval.metrics import PSNR_CAP, evaluate_dir
 
 ROOM = "area_000/room_0000"

@@ -3,9 +3,8 @@
 - "copy": the reprojected input unchanged (holes stay black, depth 0 there): what the conditioning
   alone already gives.
 - "telea" / "ns": OpenCV inpainting (`cv2.inpaint`, Telea's fast marching or Navier-Stokes) of the
-  reprojected RGB (uint8) and of the reprojected range (float32) over the holes. The ERP seam is
-  handled by padding each side with the other side's columns before inpainting and cropping after,
-  so the fill flows across it.
+  reprojected RGB (uint8) and of the reprojected range (float32) over the holes, across the ERP seam
+  (`panowan.data.inpaint.inpaint_erp`).
 
 View 0 is complete in the input, so every baseline returns it unchanged.
 """
@@ -17,34 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from panowan.data.inpaint import inpaint_erp
+
 BASELINES = ("copy", "telea", "ns")
-INPAINT_RADIUS = 3
-
-
-def _wrap_pad(x: np.ndarray, pad: int) -> np.ndarray:
-    """Pad columns (axis 1) with the wrapped columns of the other side."""
-    return np.concatenate([x[:, -pad:], x, x[:, :pad]], axis=1)
-
-
-def inpaint_erp(
-    image: np.ndarray, hole_HW: np.ndarray, method: str, radius: int = INPAINT_RADIUS
-) -> np.ndarray:
-    """Inpaint the `hole_HW` pixels of an ERP image (H x W x 3 uint8, or H x W float32) across the seam.
-
-    The padding is a quarter of the width, so holes that touch the seam see content from the other side.
-    """
-    import cv2
-
-    if method not in ("telea", "ns"):
-        raise ValueError(f"unknown inpainting method {method!r} (telea or ns)")
-    if not hole_HW.any():
-        return image.copy()
-    flag = cv2.INPAINT_TELEA if method == "telea" else cv2.INPAINT_NS
-    pad = max(1, image.shape[1] // 4)
-    src = np.ascontiguousarray(_wrap_pad(image, pad))
-    mask = np.ascontiguousarray(_wrap_pad(hole_HW.astype(np.uint8) * 255, pad))
-    out = cv2.inpaint(src, mask, radius, flag)
-    return np.ascontiguousarray(out[:, pad:-pad])
 
 
 def baseline_view(cond_rgb: np.ndarray, cond_depth: np.ndarray, known_HW: np.ndarray, method: str):
