@@ -1,9 +1,13 @@
 """The recipe of the embedded default model (panowan/assets/default_model.*), end to end.
 
-    # the shipped model, in two runs: 64x128 (40 min on 2 CPU cores), then 256x512 (about 5 min on one GPU)
+    # the shipped model, in three runs: 64x128 (40 min on 2 CPU cores), then twice 256x512 (about 5 min each on
+    # one GPU), the second with the Telea-filled RGB condition and the recommended sampling recorded
     python scripts/train_default_model.py --work runs/dm64 --export runs/dm64/export
-    python scripts/train_default_model.py --work runs/dm256 --resolution 256 --batch 32 --steps 364 \
-        --hole_weight 3 --compile --init_from runs/dm64/export
+    python scripts/train_default_model.py --work runs/dm256 --export runs/dm256/export --resolution 256 \
+        --batch 32 --steps 364 --hole_weight 3 --compile --init_from runs/dm64/export
+    python scripts/train_default_model.py --work runs/dm_fill --resolution 256 --batch 32 --steps 360 \
+        --hole_weight 3 --rgb_condition_fill telea --compile --init_from runs/dm256/export \
+        --sampling_steps 2 --sampler euler
     python scripts/train_default_model.py --work /tmp/dm --time_budget 420 --batch 32   # as many steps as fit
 
 1. `panowan synth`: training rooms (seed --train_seed) at --resolution x 2*resolution, 9 views each, into
@@ -75,6 +79,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--init_from", default=None,
                    help="exported model folder to start from (chains runs; see panowan train --init_from)")  # fmt: skip
     p.add_argument("--hole_weight", type=float, default=0.0, help="extra MSE weight of the holes")
+    p.add_argument("--rgb_condition_fill", default=None, choices=["zero", "telea"],
+                   help="what the RGB condition holds in its holes (panowan train --rgb_condition_fill); default: "
+                        "the --init_from model's, else zero")  # fmt: skip
     p.add_argument("--workers", type=int, default=4, help="data-loading threads (--dataloader_workers)")
     p.add_argument("--compile", action="store_true", help="--compile_blocks (worth it on a GPU)")
     p.add_argument(
@@ -82,8 +89,14 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--export", default=str(Path(__file__).resolve().parents[1] / "src/panowan/assets"),
                    help="folder the embedded model is written to")  # fmt: skip
+    p.add_argument("--sampling_steps", type=int, default=None,
+                   help="recommended sampling steps recorded in the export (panowan infer and demo use them unless "
+                        "told otherwise); choose them on validation rooms, not the demo's")  # fmt: skip
+    p.add_argument("--sampler", default=None, choices=["unipc", "euler"],
+                   help="recommended sampler recorded in the export (with --sampling_steps)")  # fmt: skip
     p.add_argument("--eval_rooms", type=int, default=8, help="unseen rooms for the evaluation")
-    p.add_argument("--eval_steps", type=int, default=10, help="sampling steps of the evaluation")
+    p.add_argument("--eval_steps", type=int, default=None,
+                   help="sampling steps of the evaluation (default: the recommended sampling, else 10)")  # fmt: skip
     p.add_argument("--eval_seed", type=int, default=900_002,
                    help="synth seed of the evaluation rooms (the demo's; pick another to select settings)")  # fmt: skip
     return p.parse_args()
@@ -100,6 +113,7 @@ def train_command(args: argparse.Namespace, data: Path, run: Path, steps: int) -
             "--dataloader_workers", str(args.workers), "--cache_files", "--mixed_precision", args.mixed_precision,
             "--seed", str(args.train_seed), "--no-progress", "--no-tensorboard",
             *(["--init_from", args.init_from] if args.init_from else []),
+            *(["--rgb_condition_fill", args.rgb_condition_fill] if args.rgb_condition_fill else []),
             *(["--compile_blocks"] if args.compile else [])]  # fmt: skip
 
 
@@ -144,7 +158,10 @@ def export(args: argparse.Namespace, work: Path, run: Path, info: dict) -> None:
     info["steps"] = int(Path(source.weights).parent.name.split("-")[-1])
     start = info.get("init_from", {})  # the chain: steps of the starting model, then this run's
     info["total_steps"] = int(start.get("total_steps", start.get("steps", 0))) + info["steps"]
-    written = infer_cmd.export_embedded(model, info, args.export)
+    sampling = None
+    if args.sampling_steps or args.sampler:
+        sampling = {"num_inference_steps": args.sampling_steps or 10, "sampler": args.sampler or "unipc"}
+    written = infer_cmd.export_embedded(model, info, args.export, sampling=sampling)
     print(
         "exported", [f"{w} ({w.stat().st_size / 1e6:.1f} MB)" for w in written], json.dumps(info), flush=True
     )
@@ -215,8 +232,9 @@ def main() -> None:
                                   .replace(args.init_from or "\0", "INIT")})  # fmt: skip
     export(args, work, run, info)
     if args.eval_rooms:
-        sh(*exe, "demo", "--out", str(work / "eval"), "--rooms", str(args.eval_rooms), "--steps",
-           str(args.eval_steps), "--seed", str(args.eval_seed), "--model_dir", args.export)  # fmt: skip
+        steps = ["--steps", str(args.eval_steps)] if args.eval_steps else []
+        sh(*exe, "demo", "--out", str(work / "eval"), "--rooms", str(args.eval_rooms), *steps,
+           "--seed", str(args.eval_seed), "--model_dir", args.export)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -139,6 +139,36 @@ def test_sample_values_match_files_at_native_size(prepared_root):
     )
 
 
+def test_telea_condition_fill_fills_only_the_holes(prepared_root):
+    """cond_fill="telea": known pixels as with "zero", holes hold the seam-aware Telea fill of the known pixels
+    (the "telea" baseline's function); view 0 (no hole) is unchanged; everything else is identical."""
+    from panowan.data.inpaint import inpaint_erp
+
+    zero, fill = (
+        RoomDataset(prepared_root, num_frames=5)[0],
+        RoomDataset(prepared_root, num_frames=5, cond_fill="telea")[0],
+    )
+    assert zero.view_indices == fill.view_indices
+    for name in ("rgb", "depth", "cond_depth", "mask", "plucker"):
+        assert torch.equal(getattr(zero, name), getattr(fill, name)), name
+    known = zero.mask[:, 0] > 0.5  # F,H,W
+    assert known[0].all() and not known[1:].all()
+    assert torch.equal(fill.cond_rgb[known.unsqueeze(1).expand_as(fill.cond_rgb)],
+                       zero.cond_rgb[known.unsqueeze(1).expand_as(zero.cond_rgb)])  # fmt: skip
+    for f in range(1, len(known)):
+        hole = ~known[f].numpy()
+        if not hole.any():
+            continue
+        u8 = np.clip(np.rint((zero.cond_rgb[f].permute(1, 2, 0).numpy() + 1) * 127.5), 0, 255).astype(
+            np.uint8
+        )
+        u8[hole] = 0
+        want = inpaint_erp(u8, hole, "telea").astype(np.float32) / 127.5 - 1
+        got = fill.cond_rgb[f].permute(1, 2, 0).numpy()
+        np.testing.assert_allclose(got[hole], want[hole], atol=1e-6)
+        assert np.abs(got[hole]).mean() > 0.05  # not the zeros of the "zero" fill
+
+
 def test_epochs_resample_and_path_order(prepared_root, tmp_path):
     # A room with 12 views: make one by synthesising it (views > frames so sampling matters).
     from panowan.data.prepare import prepare_rooms
@@ -197,6 +227,7 @@ def test_bad_arguments_are_refused(prepared_root):
         {"height": 20},
         {"view_order": "random"},
         {"mask_polarity": "x"},
+        {"cond_fill": "ns"},
     ):
         with pytest.raises(ValueError):
             RoomDataset(prepared_root, **kwargs)

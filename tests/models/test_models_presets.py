@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
 import torch
 from diffusers import WanTransformer3DModel
 
-from panowan.models.presets import DualStreamConfig, get_preset
+from panowan.models.presets import NOT_ARCHITECTURE, DualStreamConfig, get_preset
 from panowan.models.testing import tiny_dual_stream, tiny_inputs
 
 
@@ -40,6 +41,16 @@ def test_validation_and_json_round_trip():
         DualStreamConfig(wan=tiny.wan, codec="analytic", interaction_interval=9)
     with pytest.raises(ValueError, match="unknown model preset"):
         get_preset("huge")
+    filled = dataclasses.replace(tiny, rgb_condition_fill="telea")
+    assert DualStreamConfig.from_dict(filled.to_dict()) == filled
+    assert filled.differences(tiny, ignore=NOT_ARCHITECTURE) == []  # the fill is no architecture
+    old = tiny.to_dict()
+    del old["rgb_condition_fill"]  # exports written before the field existed
+    assert DualStreamConfig.from_dict(old).rgb_condition_fill == "zero"
+    with pytest.raises(ValueError, match="rgb_condition_fill must be one of"):
+        DualStreamConfig(wan=tiny.wan, codec="analytic", rgb_condition_fill="lama")
+    with pytest.raises(ValueError, match="needs the analytic codec"):
+        dataclasses.replace(get_preset("wan2.1-1.3b-i2v"), rgb_condition_fill="telea")
 
 
 def test_tiny_forward_is_fast():

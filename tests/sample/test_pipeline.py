@@ -323,3 +323,61 @@ def test_guidance_runs_unconditional_pass(prepared_root, tmp_path, monkeypatch):
     _infer(prepared_root, tmp_path / "g2", "--guidance_scale", "2")
     assert n1 == 2 and len(calls) == 4
     assert sum(c == 0 for c in calls) == 2  # the empty negative prompt encodes to zeros
+
+
+def test_residual_decoding_gives_the_fill_back_where_the_latents_keep_it(prepared_root):
+    """A model with rgb_condition_fill="telea" whose final RGB latents equal its condition's own latents
+    completes the holes with the Telea fill at full resolution; plain decoding would blur it to the codec's
+    blocks. Depth decodes as before."""
+    from panowan.data.dataset import RoomDataset
+    from panowan.models.codec import AnalyticCodec
+    from panowan.models.conditioning import depth_to_video, frames_to_video
+    from panowan.sample.pipeline import finish_completion
+
+    sample = RoomDataset(prepared_root, num_frames=5, height=32, cond_fill="telea")[0]
+    codec = AnalyticCodec(4)
+    latents = {"rgb": codec.encode(frames_to_video(sample.cond_rgb[None]).double()),
+               "depth": codec.encode(depth_to_video(frames_to_video(sample.cond_depth[None])).double())}  # fmt: skip
+    want = (sample.cond_rgb.clamp(-1, 1) + 1) / 2
+    residual = finish_completion(codec, latents, sample, composite=False, settings={}, rgb_filled=True)
+    torch.testing.assert_close(residual.raw_rgb_F3HW, want, atol=1e-5, rtol=0)
+    plain = finish_completion(codec, latents, sample, composite=False, settings={})
+    assert (plain.raw_rgb_F3HW - want).abs().mean() > 0.01
+    assert torch.equal(plain.raw_depth_m_F1HW, residual.raw_depth_m_F1HW)
+
+
+def test_exported_fill_and_sampling_are_what_infer_uses(prepared_root, tmp_path):
+    """An export's rgb_condition_fill and recommended sampling reach `panowan infer`: the same weights with the
+    Telea fill complete the holes differently and the known pixels identically; without flags the
+    recommendation is used (completion.json), the flags override it; a bad recommendation is refused."""
+    from panowan.data.io import read_mask, read_rgb
+    from panowan.models.testing import tiny_dual_stream
+
+    model, _ = tiny_dual_stream(seed=3)
+    filled, _ = tiny_dual_stream(seed=3, rgb_condition_fill="telea")
+    filled.load_state_dict(model.state_dict())
+    infer_cmd.export_embedded(model, {"resolution": 32, "num_frames": 5}, tmp_path / "zero", compact=False)
+    infer_cmd.export_embedded(filled, {"resolution": 32, "num_frames": 5}, tmp_path / "telea", compact=False,
+                              sampling={"num_inference_steps": 1, "sampler": "euler"})  # fmt: skip
+
+    def run(name: str, model_dir: str, *flags: str):
+        parser = argparse.ArgumentParser()
+        infer_cmd.add_arguments(parser)
+        args = parser.parse_args(["--data_root", str(prepared_root), "--output_dir", str(tmp_path / name),
+                                  "--model_dir", str(tmp_path / model_dir), "--rooms", ROOM, *flags])  # fmt: skip
+        room = infer_cmd.infer(args)[0]
+        settings = json.loads((room / "completion.json").read_text())
+        return room, (settings["steps"], settings["sampler"])
+
+    zero, zero_settings = run("z", "zero", "--num_inference_steps", "1", "--sampler", "euler")
+    telea, telea_settings = run("t", "telea")
+    assert zero_settings == telea_settings == (1, "euler")
+    assert run("t2", "telea", "--num_inference_steps", "2")[1] == (2, "euler")
+    known = read_mask(prepared_root / ROOM / "input" / "pano0000_to_pano0001_mask.png") > 0.5
+    a, b = (read_rgb(room / "panorama_0001.png") for room in (zero, telea))
+    assert np.array_equal(a[known], b[known]) and not np.array_equal(a[~known], b[~known])
+    meta = json.loads((tmp_path / "telea" / "default_model.json").read_text())
+    meta["sampling"] = {"num_inference_steps": 0}
+    (tmp_path / "telea" / "default_model.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="bad sampling recommendation"):
+        run("t3", "telea")

@@ -16,7 +16,7 @@ import logging
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ HELP = "complete the panoramas of prepared rooms (RGB + metric depth + fused poi
 log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_STEPS = 50
+"""Sampling steps of a model that recommends none (a training checkpoint): the original script's default."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,14 +48,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use CHECKPOINT_DIR/checkpoint-STEP (default: the newest complete one)")  # fmt: skip
     parser.add_argument("--data_root", required=True, help="prepared rooms: DATA_ROOT/{area}/{room}/")
     parser.add_argument("--output_dir", required=True, help="where completions are written")
-    parser.add_argument("--num_inference_steps", type=int, default=50, help="sampling steps")
+    parser.add_argument("--num_inference_steps", type=int, default=None,
+                        help="sampling steps (default: the exported model's recommended sampling, else 50)")  # fmt: skip
     parser.add_argument("--guidance_scale", type=float, default=1.0,
                         help="classifier-free guidance; > 1 adds a pass with the negative prompt")  # fmt: skip
     parser.add_argument(
         "--negative_prompt", default="", help="prompt of the unconditional pass (guidance > 1)"
     )
     parser.add_argument("--seed", type=int, default=0, help="noise seed (each stream derives its own)")
-    parser.add_argument("--sampler", choices=["unipc", "euler"], default="unipc", help="flow-matching solver")
+    parser.add_argument("--sampler", choices=["unipc", "euler"], default=None,
+                        help="flow-matching solver (default: the exported model's recommended sampling, else unipc)")  # fmt: skip
     parser.add_argument("--flow_shift", type=float, default=None,
                         help="timestep shift of the schedule (default: the checkpoint's training value, else 3)")  # fmt: skip
     parser.add_argument("--rooms", nargs="*", default=None, help="only these room ids ('area/room')")
@@ -95,6 +99,9 @@ class ModelSource:
     weights: Path | None
     train_config: dict
     description: str
+    sampling: dict = field(default_factory=dict)
+    """Recommended sampling of an exported model ({"num_inference_steps": N, "sampler": S}), chosen on
+    validation rooms when it was exported; the flags override it."""
 
 
 def _checkpoint_folder(checkpoint_dir: Path, step: int | None) -> Path:
@@ -126,7 +133,7 @@ def resolve_model(args: argparse.Namespace) -> ModelSource:
     import json
 
     from panowan.models.lora import read_trainable_config
-    from panowan.models.presets import get_preset
+    from panowan.models.presets import NOT_ARCHITECTURE, get_preset
 
     if args.model_dir and (args.checkpoint_dir or args.base_model_dir):
         raise ValueError(
@@ -151,8 +158,9 @@ def resolve_model(args: argparse.Namespace) -> ModelSource:
     cfg = source.model_config
     if args.preset is not None:
         preset = get_preset(args.preset)
-        # A run may change how often the streams interact and its seed, not the architecture of a preset.
-        diff = preset.differences(cfg, ignore=("interaction_interval", "init_seed"))
+        # A run may change how often the streams interact, its seed and its condition fill, not the
+        # architecture of a preset.
+        diff = preset.differences(cfg, ignore=("interaction_interval", *NOT_ARCHITECTURE))
         if diff:
             raise ValueError(f"{source.description} was trained with another model configuration than preset "
                              f"{args.preset!r} (differs in {diff})")  # fmt: skip
@@ -186,9 +194,10 @@ def embedded_source(folder: str | os.PathLike | None = None) -> ModelSource:
         )
         return ModelSource("untrained", get_preset("tiny"), None, None, {}, "untrained tiny model")
     meta, weights = read_exported(root)
+    check_sampling(meta.get("sampling", {}), str(root / EMBEDDED_CONFIG))
     lora = None if meta["lora"] is None else LoraSettings.from_dict(meta["lora"])
     return ModelSource("embedded", DualStreamConfig.from_dict(meta["model"]), lora, weights,
-                       meta.get("train", {}), f"embedded model {weights}")  # fmt: skip
+                       meta.get("train", {}), f"embedded model {weights}", meta.get("sampling", {}))  # fmt: skip
 
 
 def build_model(source: ModelSource, base_model_dir: str | None, device, dtype, groups=None):
@@ -236,9 +245,17 @@ def build_model(source: ModelSource, base_model_dir: str | None, device, dtype, 
 
 
 def export_embedded(
-    model, source_info: dict[str, Any], out_dir: str | os.PathLike = ASSETS, *, compact: bool = True
+    model,
+    source_info: dict[str, Any],
+    out_dir: str | os.PathLike = ASSETS,
+    *,
+    compact: bool = True,
+    sampling: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Write a model as the embedded default: its state dict (safetensors) + config json.
+
+    `sampling` (optional): the recommended `{"num_inference_steps": N, "sampler": "unipc" | "euler"}` (plus any
+    note of how it was chosen), which `panowan infer` and `panowan demo` use unless their flags say otherwise.
 
     `compact` (the default) folds the LoRA adapters into the base weights and stores parameters in
     float16, which halves the package size; loading casts back to the model's dtype. The weights of a
@@ -264,18 +281,22 @@ def export_embedded(
     atomic_write(weights, lambda p: save_file(tensors, str(p)))
     meta = {"format": EMBEDDED_FORMAT, "model": model.config.to_dict(), "lora": lora,
             "weights_dtype": str(dtype).removeprefix("torch."), "train": source_info}  # fmt: skip
+    if sampling is not None:
+        meta["sampling"] = check_sampling(sampling, "sampling")
     atomic_write_json(out_dir / EMBEDDED_CONFIG, meta)
     return [weights, out_dir / EMBEDDED_CONFIG]
 
 
 # ------------------------------------------------------------------------------------------------- data
-def open_rooms(data_root: str, rooms: list[str] | None, num_frames: int, resolution: int | None, seed: int):
-    """(dataset, indices of the rooms to complete); every room validated (prepared, views, poses)."""
+def open_rooms(data_root: str, rooms: list[str] | None, num_frames: int, resolution: int | None, seed: int,
+               cond_fill: str = "zero"):  # fmt: skip
+    """(dataset, indices of the rooms to complete); every room validated (prepared, views, poses).
+    `cond_fill`: the model's `rgb_condition_fill` (what the RGB condition holds in its holes)."""
     from panowan.data.dataset import RoomDataset
 
     if not Path(data_root).is_dir():
         raise ValueError(f"{data_root}: data root is not a directory")
-    dataset = RoomDataset(data_root, num_frames=num_frames, height=resolution, seed=seed)
+    dataset = RoomDataset(data_root, num_frames=num_frames, height=resolution, seed=seed, cond_fill=cond_fill)
     ids = [info.paths.room_id for info in dataset.rooms]
     if rooms is None:
         return dataset, list(range(len(ids)))
@@ -294,6 +315,22 @@ def default_settings(source: ModelSource, args: argparse.Namespace) -> tuple[int
     return num_frames, resolution, flow_shift
 
 
+def check_sampling(sampling: dict[str, Any], where: str) -> dict[str, Any]:
+    """`sampling` if it is a valid recommendation (see `export_embedded`), else ValueError naming `where`."""
+    steps, sampler = sampling.get("num_inference_steps", 1), sampling.get("sampler", "unipc")
+    if not (isinstance(steps, int) and steps >= 1 and sampler in ("unipc", "euler")):
+        raise ValueError(f"{where}: bad sampling recommendation {sampling} (num_inference_steps >= 1, sampler "
+                         "unipc or euler)")  # fmt: skip
+    return sampling
+
+
+def sampling_settings(source: ModelSource, args: argparse.Namespace) -> tuple[int, str]:
+    """num_inference_steps, sampler: the flags, else the exported model's recommendation, else 50 UniPC steps."""
+    steps = args.num_inference_steps or int(source.sampling.get("num_inference_steps", DEFAULT_STEPS))
+    sampler = args.sampler or str(source.sampling.get("sampler", "unipc"))
+    return steps, sampler
+
+
 def infer(args: argparse.Namespace) -> list[Path]:
     """The whole command; returns the room folders written."""
     import torch
@@ -303,13 +340,15 @@ def infer(args: argparse.Namespace) -> list[Path]:
 
     started = time.perf_counter()
 
-    if args.num_inference_steps < 1:
+    if args.num_inference_steps is not None and args.num_inference_steps < 1:
         raise ValueError(f"--num_inference_steps must be >= 1, got {args.num_inference_steps}")
     if args.guidance_scale < 1:
         raise ValueError(f"--guidance_scale must be >= 1, got {args.guidance_scale}")
     source = resolve_model(args)
+    steps, sampler = sampling_settings(source, args)
     num_frames, resolution, flow_shift = default_settings(source, args)
-    dataset, indices = open_rooms(args.data_root, args.rooms, num_frames, resolution, args.seed)
+    dataset, indices = open_rooms(args.data_root, args.rooms, num_frames, resolution, args.seed,
+                                  source.model_config.rgb_condition_fill)  # fmt: skip
     groups = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # torchrun: one stream per rank, pairs of ranks; pair p completes rooms p, p + N, ...
@@ -337,8 +376,8 @@ def infer(args: argparse.Namespace) -> list[Path]:
             info = dataset.rooms[index]
             poses = [info.poses[info.views.index(v)] for v in sample.view_indices]
             completion = complete_room(
-                model, codec, encoder, sample, steps=args.num_inference_steps, guidance=args.guidance_scale,
-                seed=args.seed, sampler=args.sampler, flow_shift=flow_shift, composite=not args.no_composite,
+                model, codec, encoder, sample, steps=steps, guidance=args.guidance_scale,
+                seed=args.seed, sampler=sampler, flow_shift=flow_shift, composite=not args.no_composite,
                 seam_roll=not args.no_seam_roll, negative_prompt=args.negative_prompt, timer=timer,
             )  # fmt: skip
             completion.settings["model"] = source.description if source.kind == "checkpoint" else source.kind
@@ -354,7 +393,7 @@ def infer(args: argparse.Namespace) -> list[Path]:
                   "writes": writes, "load_model": load_timer.seconds["load_model"], "rooms": room_seconds,
                   "infer": load_timer.now() - started, **_memory_record(device)}  # fmt: skip
         write_timings(args.timings_json, record, groups, {
-            "device": str(device), "dtype": args.dtype, "steps": args.num_inference_steps,
+            "device": str(device), "dtype": args.dtype, "steps": steps, "sampler": sampler,
             "num_frames": num_frames, "resolution": resolution,
         })  # fmt: skip
     if groups is not None:

@@ -6,8 +6,8 @@ Contract (docs/ARCHITECTURE.md). One `Sample` is one room, F selected views (F =
 - `depth` [F,1,H,W] float32: ground-truth range normalised by the room's `DepthNorm`, clamped to
   [-1, 1]; 0 where `depth_valid` is False (never interpret those values).
 - `depth_valid` [F,1,H,W] bool: ground-truth depth finite and > 0 (0 marks a hole in the file).
-- `cond_rgb` [F,3,H,W] float32 in [-1, 1]: view 0 reprojected into each view, unknown pixels 0;
-  view 0 is its full input panorama.
+- `cond_rgb` [F,3,H,W] float32 in [-1, 1]: view 0 reprojected into each view, unknown pixels 0 (or, with
+  `cond_fill="telea"`, OpenCV Telea's fill of them); view 0 is its full input panorama.
 - `cond_depth` [F,1,H,W] float32: normalised reprojected range, unknown 0.
 - `mask` [F,1,H,W] float32: 1 where the conditioning is known; all ones for view 0.
 - `plucker` [F,6,H,W] float32: Plücker maps relative to view 0.
@@ -321,6 +321,8 @@ class RoomDataset(torch.utils.data.Dataset):
     skip_bad_rooms: skip rooms that fail validation (logged, counted in `summary`) instead of raising.
     Frame sampling is seeded by (seed, room index, epoch); call `set_epoch` every epoch.
     mask_polarity: "known" (1 = known, the layout's convention) or "hole" (1 = hole).
+    cond_fill: what `cond_rgb` holds at unknown pixels: "zero", or "telea" (OpenCV Telea inpainting of the
+    resized reprojection, as the "telea" baseline; for models with `rgb_condition_fill="telea"`).
     cache_files: keep every decoded file, and every view's arrays and Plücker map, in memory after their
     first use (for small panoramas, whose loading otherwise dominates a GPU step; memory grows to the
     processed data set, about 30 bytes a pixel a view).
@@ -338,6 +340,7 @@ class RoomDataset(torch.utils.data.Dataset):
         pose_format: PoseFormat | None = None,
         mask_polarity: Literal["known", "hole"] = "known",
         cache_files: bool = False,
+        cond_fill: Literal["zero", "telea"] = "zero",
     ) -> None:
         if num_frames < MIN_VIEWS or (num_frames - 1) % 4:
             raise ValueError(
@@ -351,6 +354,9 @@ class RoomDataset(torch.utils.data.Dataset):
             raise ValueError(f"view_order must be 'index' or 'path', not {view_order!r}")
         if mask_polarity not in ("known", "hole"):
             raise ValueError(f"mask_polarity must be 'known' or 'hole', not {mask_polarity!r}")
+        if cond_fill not in ("zero", "telea"):
+            raise ValueError(f"cond_fill must be 'zero' or 'telea', not {cond_fill!r}")
+        self.cond_fill = cond_fill
         self.data_root, self.num_frames, self.height = Path(data_root), num_frames, height
         self.view_order, self.seed, self.mask_polarity, self.epoch = view_order, seed, mask_polarity, 0
         # path -> decoded array (read-only, so a consumer that wrote into one would fail loudly)
@@ -496,10 +502,21 @@ class RoomDataset(torch.utils.data.Dataset):
             "rgb": _to_unit(gt_rgb),
             "depth": _normalised(gt_depth[..., 0], gt_valid, norm),
             "depth_valid": gt_valid[None],
-            "cond_rgb": np.where(mask[None], _to_unit(cond_rgb), 0).astype(np.float32),
+            "cond_rgb": self._fill_holes(cond_rgb, mask),
             "cond_depth": _normalised(cond_depth[..., 0], depth_known, norm),
             "mask": mask[None].astype(np.float32),
         }
+
+    def _fill_holes(self, cond_rgb_HW3: np.ndarray, known_HW: np.ndarray) -> np.ndarray:
+        """`cond_rgb` in [-1, 1], 3 x H x W: 0 at unknown pixels, or their Telea fill (`cond_fill`)."""
+        if self.cond_fill == "zero" or known_HW.all():
+            return np.where(known_HW[None], _to_unit(cond_rgb_HW3), 0).astype(np.float32)
+        from panowan.data.inpaint import inpaint_erp
+
+        known_u8 = np.where(known_HW[..., None], np.clip(np.rint(cond_rgb_HW3), 0, 255), 0).astype(np.uint8)
+        filled = inpaint_erp(known_u8, ~known_HW, self.cond_fill).astype(np.float32)
+        # Known pixels keep their exact (unrounded) values; only the holes take the fill.
+        return np.where(known_HW[None], _to_unit(cond_rgb_HW3), _to_unit(filled)).astype(np.float32)
 
 
 def _to_unit(rgb_HW3: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """I2V conditioning: the 4-channel packed mask and the condition latents of one stream.
 
 Convention (NOTES pitfalls 2 and 3): the mask is 1 where content is known; unknown pixels are
-zeroed before encoding; the mask is area-averaged onto the latent grid and packed in time exactly
+zeroed before encoding (unless the model fills them: `DualStreamConfig.rgb_condition_fill`); the mask is area-averaged onto the latent grid and packed in time exactly
 as diffusers' `WanImageToVideoPipeline.prepare_latents` does: frame 0 fills the 4 channels of
 latent frame 0, frames 4t-3 .. 4t fill channels 0 .. 3 of latent frame t.
 
@@ -57,11 +57,14 @@ def pack_mask(mask_B1FHW: torch.Tensor) -> torch.Tensor:
     return packed.transpose(1, 2).contiguous().to(mask_B1FHW.dtype)
 
 
-def build_condition(codec: LatentCodec, video_B3FHW: torch.Tensor, mask_B1FHW: torch.Tensor) -> torch.Tensor:
+def build_condition(
+    codec: LatentCodec, video_B3FHW: torch.Tensor, mask_B1FHW: torch.Tensor, *, filled: bool = False
+) -> torch.Tensor:
     """Condition latents `B,4+z,T,h,w` = cat([pack_mask(mask), codec.encode(video * mask)]).
 
     `video_B3FHW` in [-1, 1]; `mask_B1FHW` in [0, 1], 1 = known. Unknown pixels are zeroed here, so
-    the caller may pass a video with anything in the holes.
+    the caller may pass a video with anything in the holes; `filled` keeps them instead (the video's holes
+    hold a fill the model was trained with, and the mask still tells the model where they are).
     """
     check_video(video_B3FHW, "condition video")
     check_video(mask_B1FHW, "mask", channels=1)
@@ -71,5 +74,19 @@ def build_condition(codec: LatentCodec, video_B3FHW: torch.Tensor, mask_B1FHW: t
             "(need B,1,F,H,W with the video's B, F, H, W)"
         )
     mask = mask_B1FHW.to(video_B3FHW.dtype)
-    latents = codec.encode(video_B3FHW * mask)
+    latents = codec.encode(video_B3FHW if filled else video_B3FHW * mask)
     return torch.cat([pack_mask(mask).to(latents.dtype), latents], dim=1)
+
+
+def decode_rgb(
+    codec: LatentCodec, latents: torch.Tensor, filled_condition_B3FHW: torch.Tensor | None
+) -> torch.Tensor:
+    """RGB video `B,3,F,H,W` of RGB latents. With the filled condition video of a model trained on one
+    (`rgb_condition_fill` not "zero"), the residual decoding `cond + decode(z) - decode(encode(cond))`: where
+    the model keeps the condition's latents the fill comes back at full resolution, and elsewhere the model's
+    change is added to it (exact for a linear codec such as the analytic one)."""
+    video = codec.decode(latents)
+    if filled_condition_B3FHW is None:
+        return video
+    cond = filled_condition_B3FHW.to(video.dtype)
+    return cond + video - codec.decode(codec.encode(cond))

@@ -53,10 +53,10 @@ def load_exported_weights(model: DualStreamWan, weights: str | os.PathLike) -> N
 def init_from_exported(model: DualStreamWan, folder: str | os.PathLike) -> dict[str, Any]:
     """Start `model` (no LoRA yet) from an exported model of the same architecture; returns its metadata.
 
-    The architectures must agree in everything but `init_seed`; an export that kept its LoRA separate
+    The architectures must agree (`NOT_ARCHITECTURE` aside); an export that kept its LoRA separate
     cannot start a run (export it compact, LoRA folded in).
     """
-    from panowan.models.presets import DualStreamConfig
+    from panowan.models.presets import NOT_ARCHITECTURE, DualStreamConfig
 
     meta, weights = read_exported(folder)
     if model.lora_settings is not None:
@@ -65,7 +65,7 @@ def init_from_exported(model: DualStreamWan, folder: str | os.PathLike) -> dict[
         raise ValueError(
             f"{folder}: its LoRA is stored apart from the base; export it compact (LoRA folded in)"
         )
-    diff = model.config.differences(DualStreamConfig.from_dict(meta["model"]), ignore=("init_seed",))
+    diff = model.config.differences(DualStreamConfig.from_dict(meta["model"]), ignore=NOT_ARCHITECTURE)
     if diff:
         raise ValueError(f"{folder}: exported for another model configuration (differs in {diff})")
     load_exported_weights(model, weights)

@@ -54,15 +54,19 @@ class Completion:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def build_conditions(codec, sample, device, dtype) -> dict[str, torch.Tensor]:
-    """Condition latents per stream, `1,4+z,T,h,w`: mask + encode(known content)."""
+def build_conditions(codec, sample, device, dtype, *, rgb_filled: bool = False) -> dict[str, torch.Tensor]:
+    """Condition latents per stream, `1,4+z,T,h,w`: mask + encode(known content); `rgb_filled` keeps the fill
+    in the holes of `sample.cond_rgb` (a model with `rgb_condition_fill`, whose dataset filled them)."""
     from panowan.models.conditioning import build_condition, depth_to_video
 
     mask = frames_to_video(sample.mask[None]).to(device, dtype)
     rgb = frames_to_video(sample.cond_rgb[None]).to(device, dtype)
     depth = depth_to_video(frames_to_video(sample.cond_depth[None]).to(device, dtype))
     with torch.no_grad():
-        return {"rgb": build_condition(codec, rgb, mask), "depth": build_condition(codec, depth, mask)}
+        return {
+            "rgb": build_condition(codec, rgb, mask, filled=rgb_filled),
+            "depth": build_condition(codec, depth, mask),
+        }
 
 
 def model_velocity(model, conditions, plucker_B6FHW, text, image) -> Callable[..., dict[str, torch.Tensor]]:
@@ -127,8 +131,9 @@ def complete_room(
     timer = timer or disabled_timer()
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
+    rgb_filled = model.config.rgb_condition_fill != "zero"
     with timer.phase("vae_encode"):
-        conditions = build_conditions(codec, sample, device, dtype)
+        conditions = build_conditions(codec, sample, device, dtype, rgb_filled=rgb_filled)
     first_frame = sample.cond_rgb[:1]  # 1,3,H,W in [-1, 1]: view 0, complete
     with timer.phase("encoders"):
         text, image = _encode(encoder, sample.prompt, first_frame, device, dtype)
@@ -154,7 +159,7 @@ def complete_room(
                 others = model.exchange.swap(flat)
             latents = {**latents, **{other_stream(s): x.reshape(latents[s].shape) for s, x in others.items()}}
     with timer.phase("vae_decode"):  # decoding dominates; compositing is a few element-wise ops
-        completion = finish_completion(codec, latents, sample, composite=composite, settings={
+        completion = finish_completion(codec, latents, sample, composite=composite, rgb_filled=rgb_filled, settings={
             "steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler, "flow_shift": flow_shift,
             "composite": composite, "seam_roll": seam_roll,
         })  # fmt: skip
@@ -162,13 +167,22 @@ def complete_room(
 
 
 def finish_completion(
-    codec, latents: dict[str, torch.Tensor], sample, *, composite: bool, settings: dict
+    codec,
+    latents: dict[str, torch.Tensor],
+    sample,
+    *,
+    composite: bool,
+    settings: dict,
+    rgb_filled: bool = False,
 ) -> Completion:
-    """Decode both streams, depth back to metres, composite the known pixels (mask 1) unless told not to."""
-    from panowan.models.conditioning import video_to_depth
+    """Decode both streams, depth back to metres, composite the known pixels (mask 1) unless told not to.
+    `rgb_filled`: RGB is decoded as a correction of the filled condition (`conditioning.decode_rgb`)."""
+    from panowan.models.conditioning import decode_rgb, video_to_depth
 
+    lat = latents["rgb"]
+    filled = frames_to_video(sample.cond_rgb[None]).to(lat.device, lat.dtype) if rgb_filled else None
     with torch.no_grad():
-        rgb = codec.decode(latents["rgb"])[0].transpose(0, 1).float().cpu()  # F,3,H,W in [-1,1]
+        rgb = decode_rgb(codec, lat, filled)[0].transpose(0, 1).float().cpu()  # F,3,H,W in [-1,1]
         depth_n = video_to_depth(codec.decode(latents["depth"]))[0].transpose(0, 1).float().cpu()  # F,1,H,W
     raw_rgb = ((rgb.clamp(-1, 1) + 1) / 2).contiguous()
     raw_depth = sample.depth_norm.denormalize(depth_n.clamp(-1, 1)).float()

@@ -101,6 +101,13 @@ class TrainConfig:
     interaction_interval: int | None = _f(
         None, "an interaction layer after every N Wan blocks (default: the preset's)"
     )
+    rgb_condition_fill: str | None = _f(
+        None,
+        "what the RGB condition holds in its holes: zero (Wan I2V's convention) or telea (OpenCV Telea's fill; "
+        "analytic-codec presets only; sampling then decodes RGB as a correction of that fill); default: the "
+        "--init_from model's, else the preset's (zero)",
+        choices=("zero", "telea"),
+    )
     init_from: str | None = _f(
         None,
         "exported model folder (default_model.json + .safetensors, as `infer --model_dir` takes) whose weights "
@@ -206,6 +213,20 @@ class TrainConfig:
     def height(self) -> int:
         return self.resolution
 
+    def condition_fill(self) -> str:
+        """The RGB condition fill of the run: the flag, else the --init_from model's, else the preset's."""
+        if self.rgb_condition_fill:
+            return self.rgb_condition_fill
+        if self.init_from:
+            from panowan.models.exported import read_exported
+
+            return read_exported(self.init_from)[0]["model"].get("rgb_condition_fill", "zero")
+        if self.preset == "from_base":
+            return "zero"
+        from panowan.models.presets import get_preset
+
+        return get_preset(self.preset).rgb_condition_fill
+
     def needs_pretrained(self) -> bool:
         """True unless the preset builds everything from scratch (its codec needs no VAE weights)."""
         from panowan.models.presets import get_preset
@@ -273,13 +294,17 @@ class TrainConfig:
             f"--yaw_step_px {self.yaw_step_px} must divide the width {self.width}",
         )
         for name, value in (("mixed_precision", self.mixed_precision), ("lr_scheduler", self.lr_scheduler),
-                            ("on_nonfinite", self.on_nonfinite), ("weighting_scheme", self.weighting_scheme)):  # fmt: skip
+                            ("on_nonfinite", self.on_nonfinite), ("weighting_scheme", self.weighting_scheme),
+                            *([("rgb_condition_fill", self.rgb_condition_fill)] if self.rgb_condition_fill else [])):  # fmt: skip
             choices = _FIELDS[name].metadata["choices"]
             need(value in choices, f"--{name} must be one of {choices}, got {value!r}")
         from panowan.models.presets import PRESET_NAMES
 
         presets = (*PRESET_NAMES, "from_base")
         need(self.preset in presets, f"--preset must be one of {presets}, got {self.preset!r}")
+        need(self.rgb_condition_fill in (None, "zero") or not self.needs_pretrained(),
+             f"--rgb_condition_fill {self.rgb_condition_fill} needs an analytic-codec preset (tiny, small, ...), "
+             f"not {self.preset!r}")  # fmt: skip
         if self.mse_weight + self.structural_weight + self.global_weight + self.ssim_weight == 0:
             raise ValueError("every loss weight is 0: nothing to train")
 

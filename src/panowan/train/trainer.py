@@ -282,7 +282,7 @@ def build_model(config: TrainConfig, groups, device: torch.device) -> Built:
         model_config = config_for_base(config.base_model_dir)
     else:
         model_config = get_preset(config.preset)
-    changes: dict[str, Any] = {"init_seed": config.seed}
+    changes: dict[str, Any] = {"init_seed": config.seed, "rgb_condition_fill": config.condition_fill()}
     if config.interaction_interval is not None:
         changes["interaction_interval"] = config.interaction_interval
     model_config = dataclasses.replace(model_config, **changes)
@@ -336,15 +336,19 @@ def build_conditioning_encoder(config: TrainConfig, model_config, device: torch.
 
 
 # ------------------------------------------------------------------------------------------ losses
-def stream_targets(codec, batch, stream: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(x0 latents `B,z,T,h,w`, condition `B,4+z,T,h,w`, packed GT validity `B,4,T,h,w` or None), no grad."""
+def stream_targets(
+    codec, batch, stream: str, *, rgb_filled: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(x0 latents `B,z,T,h,w`, condition `B,4+z,T,h,w`, packed GT validity `B,4,T,h,w` or None), no grad.
+
+    `rgb_filled`: the batch's RGB condition holds a fill in its holes that the model takes as is."""
     from panowan.models.conditioning import build_condition, depth_to_video, frames_to_video, pack_mask
 
     mask = frames_to_video(batch.mask)
     with torch.no_grad():
         if stream == "rgb":
             x0 = codec.encode(frames_to_video(batch.rgb))
-            cond = build_condition(codec, frames_to_video(batch.cond_rgb), mask)
+            cond = build_condition(codec, frames_to_video(batch.cond_rgb), mask, filled=rgb_filled)
             return x0, cond, None
         x0 = codec.encode(depth_to_video(frames_to_video(batch.depth)))
         cond = build_condition(codec, depth_to_video(frames_to_video(batch.cond_depth)), mask)
@@ -517,6 +521,7 @@ class Trainer:
                 f"{self.output_dir} already holds checkpoints; use --resume_from_checkpoint latest or another --output_dir"
             )
         self._record_config(resume)
+        self.rgb_filled = c.condition_fill() != "zero"
         self.dataset = RoomDataset(
             c.data_root,
             num_frames=c.num_frames,
@@ -524,6 +529,7 @@ class Trainer:
             skip_bad_rooms=True,
             seed=c.seed,
             cache_files=c.cache_files,
+            cond_fill=c.condition_fill(),
         )
         rooms = list(range(len(self.dataset)))
         self.validation_index = self._validation_room() if c.validation_steps else None
@@ -559,6 +565,9 @@ class Trainer:
             self.step, self.skipped_steps = int(state["step"]), int(state["skipped_steps"])
             self.loader.load_state(state["loader"])
             log.info("resumed from %s at step %d", resume, self.step)
+            if self.step >= c.max_train_steps:
+                log.warning("%s is at step %d, not before --max_train_steps %d: this run trains nothing "
+                            "(raise --max_train_steps, or start another --output_dir)", resume, self.step, c.max_train_steps)  # fmt: skip
         self.metrics = Metrics(self.output_dir, self.step, c.tensorboard) if self.rank == 0 else None
 
     def _encode_all_rooms(self, rooms: list[int]) -> None:
@@ -629,7 +638,7 @@ class Trainer:
         sigma, weight = sigma.to(self.device), weight.to(self.device)
         noisy, cond, ctx = {}, {}, {}
         for s in self.groups.local_streams:
-            x0, cond[s], valid = stream_targets(self.codec, batch, s)
+            x0, cond[s], valid = stream_targets(self.codec, batch, s, rgb_filled=self.rgb_filled)
             noise = sample_noise(tuple(x0.shape[1:]), slots, micro_index, c.seed, s).to(self.device)
             noisy[s], target = add_noise(x0, noise, sigma)
             ctx[s] = {"x0": x0, "target": target, "valid": valid, "known": cond[s][:, :4]}
@@ -777,7 +786,7 @@ class Trainer:
         """Sample a completion of the held-out room and write each view as PNG (RGB; depth as 16-bit
         PNG of the normalised depth) under `output_dir/validation/step-STEP/` (pair 0's ranks)."""
         from panowan.data.dataset import collate
-        from panowan.models.conditioning import frames_to_video, video_to_depth
+        from panowan.models.conditioning import decode_rgb, frames_to_video, video_to_depth
         from panowan.sample.sampler import sample_flow, stream_noise
         from panowan.utils.atomic import atomic_write_image
 
@@ -785,7 +794,10 @@ class Trainer:
         self.model.eval()
         batch = _to(collate([self.dataset[self.validation_index]]), self.device)
         text, image = self.embeddings.batch(batch, self.device)
-        cond = {s: stream_targets(self.codec, batch, s)[1] for s in self.groups.local_streams}
+        cond = {
+            s: stream_targets(self.codec, batch, s, rgb_filled=self.rgb_filled)[1]
+            for s in self.groups.local_streams
+        }
         shapes = {s: (1, self.codec.z_dim, *cond[s].shape[2:]) for s in self.groups.local_streams}
         plucker = frames_to_video(batch.plucker)
 
@@ -801,7 +813,9 @@ class Trainer:
         if self.groups.pair_index == 0:
             folder = self.output_dir / "validation" / f"step-{self.step:06d}"
             for s, lat in latents.items():
-                video = self.codec.decode(lat).float().clamp(-1, 1)  # 1,3,F,H,W
+                filled = frames_to_video(batch.cond_rgb) if s == "rgb" and self.rgb_filled else None
+                video = decode_rgb(self.codec, lat, filled) if s == "rgb" else self.codec.decode(lat)
+                video = video.float().clamp(-1, 1)  # 1,3,F,H,W
                 if s == "depth":
                     frames = ((video_to_depth(video)[0, 0] + 1) * 32767.5).round().to(torch.uint16)
                 else:
