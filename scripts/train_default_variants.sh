@@ -38,6 +38,9 @@ for spec in "$@"; do
   flags=${spec#*=}
   [[ $name =~ ^[A-Za-z0-9_]+$ && $name != "$spec" ]] || { echo "bad variant '$spec' (want NAME='FLAGS')" >&2; exit 2; }
   names+=("$name")
+  # A machine kept warm between calls still holds the last call's folders: a same-named variant must not
+  # resume that run (the trainer would take its finished checkpoint and train nothing).
+  rm -rf "/tmp/dm_$name"
   # shellcheck disable=SC2086  # the flags are meant to split
   CUDA_VISIBLE_DEVICES=$((i % gpus)) OMP_NUM_THREADS=${OMP_PER_VARIANT:-4} "$py" "$here/train_default_model.py" \
     --work "/tmp/dm_$name" --export "/tmp/dm_$name/export" --time_budget "$budget" --eval_rooms 0 $flags \
