@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="metrics JSON to write (default: PRED_DIR/metrics.json); "
                         "the markdown table goes beside it with the suffix .md")  # fmt: skip
     parser.add_argument("--rooms", nargs="*", default=None, help="only these room ids ('area/room')")
-    parser.add_argument("--baselines", nargs="*", default=[], choices=["copy", "telea", "ns"],
+    parser.add_argument("--baselines", nargs="+", default=[], choices=["copy", "telea", "ns"],
                         help="also compute these baselines on the same rooms and compare")  # fmt: skip
     parser.add_argument("--baseline_dir", default=None,
                         help="where baseline predictions are written (default: PRED_DIR/../baselines)")  # fmt: skip
