@@ -1,0 +1,41 @@
+"""The model shipped in panowan/assets, on unseen rooms: what README and BENCHMARKS claim for it still holds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def test_shipped_model_metadata():
+    """Under 20 MB, trained with the Telea-filled RGB condition, with a valid sampling recommendation, and every
+    run of its chain recorded with the commands that repeat it."""
+    from panowan.commands import infer as infer_cmd
+
+    source = infer_cmd.embedded_source()
+    assert source.kind == "embedded"
+    assert source.weights.stat().st_size < 20 * 2**20
+    assert source.model_config.rgb_condition_fill == "telea"
+    assert source.sampling["num_inference_steps"] >= 1 and source.sampling["sampler"] in ("unipc", "euler")
+    run, resolutions = source.train_config, []
+    while run:
+        assert {"data_commands", "train_command", "recipe", "synth_seeds"} <= set(run)
+        resolutions.append(run["resolution"])
+        run = run.get("init_from")
+    assert resolutions == [256, 256, 64]
+
+
+@pytest.mark.slow
+def test_shipped_model_beats_telea_on_unseen_rooms(tmp_path):
+    """`panowan demo` (3 rooms of the demo seed, the model's recommended sampling): hole RGB PSNR and hole depth
+    AbsRel better than OpenCV Telea's (BENCHMARKS.md: 8 rooms, three seeds)."""
+    from panowan.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--baselines", "telea"]) == 0
+    results = json.loads((out / "metrics.json").read_text())
+    model, telea = results["model"]["mean"]["hole"], results["telea"]["mean"]["hole"]
+    assert model["psnr"] > telea["psnr"] + 0.05, (model["psnr"], telea["psnr"])
+    assert model["absrel"] < 0.9 * telea["absrel"], (model["absrel"], telea["absrel"])
+    settings = json.loads((out / "completions" / "area_000" / "room_0000" / "completion.json").read_text())
+    assert (settings["steps"], settings["sampler"]) == (2, "euler")
