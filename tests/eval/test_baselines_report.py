@@ -36,6 +36,20 @@ def test_inpaint_crosses_the_seam():
     np.testing.assert_array_equal(out[~hole], image[~hole])
 
 
+@pytest.mark.parametrize("method", ["telea", "ns"])
+def test_float_maps_inpaint_like_a_linear_ramp(method):
+    """A float32 range map with a hole in a linear ramp is filled close to the ramp by both methods (OpenCV's own
+    float32 Telea misses by about 26% here, opencv/opencv#25404: inpaint_erp goes through 16 bits instead)."""
+    y, x = np.mgrid[0:64, 0:128].astype(np.float32)
+    ramp = 2 + x / 64 + y / 32
+    hole = np.zeros(ramp.shape, bool)
+    hole[20:30, 40:60] = True
+    out = inpaint_erp(np.where(hole, 0, ramp).astype(np.float32), hole, method)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out[~hole], ramp[~hole])
+    assert (np.abs(out - ramp)[hole] / ramp[hole]).mean() < 0.03
+
+
 def test_copy_baseline_is_the_input():
     g = np.random.default_rng(0)
     rgb = g.integers(0, 256, (8, 16, 3), dtype=np.uint8)

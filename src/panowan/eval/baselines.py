@@ -4,7 +4,7 @@
   alone already gives.
 - "telea" / "ns": OpenCV inpainting (`cv2.inpaint`, Telea's fast marching or Navier-Stokes) of the
   reprojected RGB (uint8) and of the reprojected range (float32) over the holes, across the ERP seam
-  (`panowan.data.inpaint.inpaint_erp`).
+  (`panowan.data.inpaint.inpaint_erp`; Telea on float32 goes through 16 bits: OpenCV's float32 Telea is wrong).
 
 View 0 is complete in the input, so every baseline returns it unchanged.
 """
