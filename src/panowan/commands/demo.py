@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.views < 5:
         raise ValueError(f"--views must be >= 5 (the model needs 4k + 1 >= 5 views), got {args.views}")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         source = infer_cmd.embedded_source(args.model_dir)
@@ -83,8 +85,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"preparing the demo rooms failed: {summary.failed}")
     parser = argparse.ArgumentParser()
     infer_cmd.add_arguments(parser)
-    steps = args.steps or int(source.sampling.get("num_inference_steps", 10))
-    sampler = args.sampler or str(source.sampling.get("sampler", "unipc"))
+    steps, sampler = infer_cmd.sampling_settings(source, args.steps, args.sampler, default_steps=10)
     infer_args = parser.parse_args(["--data_root", str(data), "--output_dir", str(pred), "--num_inference_steps",
                                     str(steps), "--sampler", sampler, "--num_frames", str(frames), "--resolution", str(height),
                                     *(["--model_dir", str(args.model_dir)] if args.model_dir else [])])  # fmt: skip

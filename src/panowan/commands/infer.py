@@ -324,11 +324,13 @@ def check_sampling(sampling: dict[str, Any], where: str) -> dict[str, Any]:
     return sampling
 
 
-def sampling_settings(source: ModelSource, args: argparse.Namespace) -> tuple[int, str]:
-    """num_inference_steps, sampler: the flags, else the exported model's recommendation, else 50 UniPC steps."""
-    steps = args.num_inference_steps or int(source.sampling.get("num_inference_steps", DEFAULT_STEPS))
-    sampler = args.sampler or str(source.sampling.get("sampler", "unipc"))
-    return steps, sampler
+def sampling_settings(
+    source: ModelSource, steps: int | None, sampler: str | None, default_steps: int = DEFAULT_STEPS
+) -> tuple[int, str]:
+    """(steps, sampler): those given, else the exported model's recommendation, else `default_steps` UniPC steps."""
+    if steps is None:
+        steps = int(source.sampling.get("num_inference_steps", default_steps))
+    return steps, sampler or str(source.sampling.get("sampler", "unipc"))
 
 
 def infer(args: argparse.Namespace) -> list[Path]:
@@ -345,7 +347,7 @@ def infer(args: argparse.Namespace) -> list[Path]:
     if args.guidance_scale < 1:
         raise ValueError(f"--guidance_scale must be >= 1, got {args.guidance_scale}")
     source = resolve_model(args)
-    steps, sampler = sampling_settings(source, args)
+    steps, sampler = sampling_settings(source, args.num_inference_steps, args.sampler)
     num_frames, resolution, flow_shift = default_settings(source, args)
     dataset, indices = open_rooms(args.data_root, args.rooms, num_frames, resolution, args.seed,
                                   source.model_config.rgb_condition_fill)  # fmt: skip
