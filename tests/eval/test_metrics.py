@@ -142,3 +142,18 @@ def test_view_metrics_regions():
     assert out["hole"]["delta1"] == 0
     assert out["hole"]["psnr"] < 30
     assert M.average_views([out, out])["hole"]["absrel"] == pytest.approx(0.5)
+
+
+def test_verdict_compares_the_model_with_the_best_classical_inpainting():
+    def result(psnr: float, ssim: float, absrel: float) -> dict:
+        return {"mean": {"hole": {"psnr": psnr, "ssim": ssim, "absrel": absrel}}, "rooms": {}}
+
+    methods = {"model": result(18.2, 0.50, 0.24), "telea": result(18.1, 0.51, 0.14),
+               "ns": result(18.0, 0.49, 0.13), "copy": result(5.0, 0.02, 1.0)}  # fmt: skip
+    assert M.verdict_lines(methods) == [
+        "hole PSNR (dB): model 18.2, best classical inpainting 18.1 (telea): the model is better",
+        "hole SSIM: model 0.5, best classical inpainting 0.51 (telea): the model is not better",
+        "hole depth AbsRel: model 0.24, best classical inpainting 0.13 (ns): the model is not better",
+    ]
+    assert "- hole depth AbsRel: model 0.24" in M.markdown_table(methods)
+    assert M.verdict_lines({"model": methods["model"], "copy": methods["copy"]}) == []  # copy is no contender

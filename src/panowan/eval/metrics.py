@@ -392,8 +392,35 @@ def table_rows(methods: dict) -> Iterator[tuple[str | None, str, dict, dict | No
         yield None, method, res["mean"], None
 
 
+INPAINTING_BASELINES = ("telea", "ns")
+VERDICT_METRICS = (("hole", "psnr", "hole PSNR (dB)", True), ("hole", "ssim", "hole SSIM", True),
+                   ("hole", "absrel", "hole depth AbsRel", False))  # fmt: skip
+"""(group, key, label, higher is better) of the headline comparison."""
+
+
+def verdict_lines(methods: dict[str, dict]) -> list[str]:
+    """One sentence per headline metric: the model's mean against the best classical inpainting among the
+    evaluated baselines (none without one). The copied input is no contender: it leaves the holes empty."""
+    rivals = [m for m in INPAINTING_BASELINES if m in methods]
+    if "model" not in methods or not rivals:
+        return []
+    lines = []
+    for group, key, label, higher in VERDICT_METRICS:
+        ours = methods["model"]["mean"].get(group, {}).get(key)
+        scores = {m: methods[m]["mean"].get(group, {}).get(key) for m in rivals}
+        scores = {m: v for m, v in scores.items() if v is not None}
+        if ours is None or not scores:
+            continue
+        best = (max if higher else min)(scores, key=scores.__getitem__)
+        better = ours > scores[best] if higher else ours < scores[best]
+        lines.append(f"{label}: model {_fmt(ours)}, best classical inpainting {_fmt(scores[best])} ({best}): "
+                     f"the model is {'better' if better else 'not better'}")  # fmt: skip
+    return lines
+
+
 def markdown_table(methods: dict[str, dict]) -> str:
-    """A markdown table: one row per (room, method) and per method's mean, from `evaluate_dir` results."""
+    """A markdown table: one row per (room, method) and per method's mean, from `evaluate_dir` results, then the
+    headline comparison with classical inpainting (`verdict_lines`)."""
     header = "| room | method | " + " | ".join(c[2] for c in TABLE_COLUMNS) + " |"
     lines = [header, "|" + "---|" * (len(TABLE_COLUMNS) + 2)]
 
@@ -404,4 +431,7 @@ def markdown_table(methods: dict[str, dict]) -> str:
 
     for room, method, summary, consistency in table_rows(methods):
         lines.append(row("**mean**" if room is None else room, method, summary, consistency))
+    verdict = verdict_lines(methods)
+    if verdict:
+        lines += ["", *(f"- {line}" for line in verdict)]
     return "\n".join(lines) + "\n"

@@ -105,7 +105,7 @@ def write_report(
     warnings_: list[str] | None = None,
 ) -> Path:
     """Write the report for the rooms of `results['model']` (views as predicted in `pred_dir`)."""
-    from panowan.eval.metrics import predicted_views
+    from panowan.eval.metrics import predicted_views, verdict_lines
     from panowan.utils.atomic import atomic_write_text
 
     out_html, data_root, pred_dir = Path(out_html), Path(data_root), Path(pred_dir)
@@ -115,6 +115,10 @@ def write_report(
         parts.append(f"<p class='warn'><b>Warning:</b> {html.escape(w)}</p>")
     for n in notes or []:
         parts.append(f"<p>{html.escape(n)}</p>")
+    verdict = verdict_lines(results)
+    if verdict:
+        parts.append("<h2>Model against classical inpainting</h2><ul>"
+                     + "".join(f"<li>{html.escape(line)}</li>" for line in verdict) + "</ul>")  # fmt: skip
     parts.append("<h2>Metrics</h2>" + metrics_html(results))
     parts.append("<p>hole = pixels not visible from view 0 (what the model must invent); known = pixels copied "
                  "from the input. PSNR/SSIM on RGB in [0, 1]; AbsRel, RMSE (m) and δ<1.25 on metric depth; "
