@@ -1,9 +1,10 @@
 """I2V conditioning: the 4-channel packed mask and the condition latents of one stream.
 
 Convention (NOTES pitfalls 2 and 3): the mask is 1 where content is known; unknown pixels are
-zeroed before encoding (unless the model fills them: `DualStreamConfig.rgb_condition_fill`); the mask is area-averaged onto the latent grid and packed in time exactly
-as diffusers' `WanImageToVideoPipeline.prepare_latents` does: frame 0 fills the 4 channels of
-latent frame 0, frames 4t-3 .. 4t fill channels 0 .. 3 of latent frame t.
+zeroed before encoding (unless the model fills them: `DualStreamConfig.rgb_condition_fill`); the mask
+is area-averaged onto the latent grid and packed in time exactly as diffusers'
+`WanImageToVideoPipeline.prepare_latents` does: frame 0 fills the 4 channels of latent frame 0,
+frames 4t-3 .. 4t fill channels 0 .. 3 of latent frame t.
 
 Our samples are frame-first (`B,F,C,H,W`); the models take channel-first video (`B,C,F,H,W`):
 `frames_to_video` / `video_to_frames` convert.

@@ -161,7 +161,7 @@ def complete_room(
     with timer.phase("vae_decode"):  # decoding dominates; compositing is a few element-wise ops
         completion = finish_completion(codec, latents, sample, composite=composite, rgb_filled=rgb_filled, settings={
             "steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler, "flow_shift": flow_shift,
-            "composite": composite, "seam_roll": seam_roll,
+            "composite": composite, "seam_roll": seam_roll, "rgb_condition_fill": model.config.rgb_condition_fill,
         })  # fmt: skip
     return completion
 
