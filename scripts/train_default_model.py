@@ -36,6 +36,7 @@ from pathlib import Path
 
 from panowan.models.exported import read_exported
 from panowan.models.lora import EVERY_LINEAR_TARGET
+from panowan.models.presets import CONDITION_FILLS
 
 LORA_TARGETS = list(EVERY_LINEAR_TARGET)
 PROBE_STEPS = 40
@@ -79,7 +80,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--init_from", default=None,
                    help="exported model folder to start from (chains runs; see panowan train --init_from)")  # fmt: skip
     p.add_argument("--hole_weight", type=float, default=0.0, help="extra MSE weight of the holes")
-    p.add_argument("--rgb_condition_fill", default=None, choices=["zero", "telea"],
+    p.add_argument("--rgb_condition_fill", default=None, choices=CONDITION_FILLS,
                    help="what the RGB condition holds in its holes (panowan train --rgb_condition_fill); default: "
                         "the --init_from model's, else zero")  # fmt: skip
     p.add_argument("--workers", type=int, default=4, help="data-loading threads (--dataloader_workers)")
@@ -158,9 +159,9 @@ def export(args: argparse.Namespace, work: Path, run: Path, info: dict) -> None:
     info["steps"] = int(Path(source.weights).parent.name.split("-")[-1])
     start = info.get("init_from", {})  # the chain: steps of the starting model, then this run's
     info["total_steps"] = int(start.get("total_steps", start.get("steps", 0))) + info["steps"]
-    sampling = None
-    if args.sampling_steps or args.sampler:
-        sampling = {"num_inference_steps": args.sampling_steps or 10, "sampler": args.sampler or "unipc"}
+    # What is left out falls back where it is used (panowan infer / demo), not here.
+    given = {"num_inference_steps": args.sampling_steps, "sampler": args.sampler}
+    sampling = {k: v for k, v in given.items() if v is not None} or None
     written = infer_cmd.export_embedded(model, info, args.export, sampling=sampling)
     print(
         "exported", [f"{w} ({w.stat().st_size / 1e6:.1f} MB)" for w in written], json.dumps(info), flush=True

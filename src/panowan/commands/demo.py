@@ -42,9 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="baselines to compare with")  # fmt: skip
 
 
-SAMPLER_NAMES = {"unipc": "UniPC", "euler": "Euler"}
-
-
 def _training_seeds(train: dict) -> set[int]:
     """Synthetic-room seeds the embedded model was trained on (as recorded in its json)."""
     seeds = train.get("synth_seeds", [])
@@ -95,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     results = eval_cmd.evaluate_with_baselines(pred, data, None, args.baselines, out / "baselines")
     json_path, md_path = eval_cmd.write_results(results, out / "metrics.json")
     notes = [f"{args.rooms} synthetic rooms (seed {args.seed}, never used in training), {frames} views each at "
-             f"{height}x{2 * height}; model: {source.description}; {steps} {SAMPLER_NAMES[sampler]} steps; "
+             f"{height}x{2 * height}; model: {source.description}; {steps} steps of the {sampler} sampler; "
              f"ran in {time.monotonic() - start:.0f} s."]  # fmt: skip
     report = write_report(out / "report.html", data, pred, results, title="panowan demo", notes=notes,
                           warnings_=warn_lines)  # fmt: skip

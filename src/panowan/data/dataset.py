@@ -35,6 +35,7 @@ import torch
 from panowan.data.io import depth_header, png_header, read_depth, read_mask, read_rgb
 from panowan.data.layout import RoomError, RoomPaths, discover_views, require_file, scan_rooms
 from panowan.geometry.pose import Pose, PoseFormat, load_pose, stack_poses
+from panowan.models.presets import CONDITION_FILLS
 
 log = logging.getLogger(__name__)
 
@@ -354,8 +355,8 @@ class RoomDataset(torch.utils.data.Dataset):
             raise ValueError(f"view_order must be 'index' or 'path', not {view_order!r}")
         if mask_polarity not in ("known", "hole"):
             raise ValueError(f"mask_polarity must be 'known' or 'hole', not {mask_polarity!r}")
-        if cond_fill not in ("zero", "telea"):
-            raise ValueError(f"cond_fill must be 'zero' or 'telea', not {cond_fill!r}")
+        if cond_fill not in CONDITION_FILLS:
+            raise ValueError(f"cond_fill must be one of {CONDITION_FILLS}, not {cond_fill!r}")
         self.cond_fill = cond_fill
         self.data_root, self.num_frames, self.height = Path(data_root), num_frames, height
         self.view_order, self.seed, self.mask_polarity, self.epoch = view_order, seed, mask_polarity, 0

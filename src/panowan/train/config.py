@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from panowan.models.presets import CONDITION_FILLS
+
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULERS = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
@@ -106,7 +108,7 @@ class TrainConfig:
         "what the RGB condition holds in its holes: zero (Wan I2V's convention) or telea (OpenCV Telea's fill; "
         "analytic-codec presets only; sampling then decodes RGB as a correction of that fill); default: the "
         "--init_from model's, else the preset's (zero)",
-        choices=("zero", "telea"),
+        choices=CONDITION_FILLS,
     )
     init_from: str | None = _f(
         None,

@@ -521,7 +521,8 @@ class Trainer:
                 f"{self.output_dir} already holds checkpoints; use --resume_from_checkpoint latest or another --output_dir"
             )
         self._record_config(resume)
-        self.rgb_filled = c.condition_fill() != "zero"
+        fill = c.condition_fill()  # reads the --init_from export: once
+        self.rgb_filled = fill != "zero"
         self.dataset = RoomDataset(
             c.data_root,
             num_frames=c.num_frames,
@@ -529,7 +530,7 @@ class Trainer:
             skip_bad_rooms=True,
             seed=c.seed,
             cache_files=c.cache_files,
-            cond_fill=c.condition_fill(),
+            cond_fill=fill,
         )
         rooms = list(range(len(self.dataset)))
         self.validation_index = self._validation_room() if c.validation_steps else None
