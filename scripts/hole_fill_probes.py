@@ -7,7 +7,14 @@ known pixels with a raw model output, against plain border interpolation:
 - harmonic: the Laplace (membrane) fill of the holes from their borders, columns wrapping (classical, no model);
 - seamless: the model output plus the harmonic fill of its residual on the known pixels (Poisson blending);
 - steered-model / steered-truth: a harmonic fill whose neighbour weights exp(-(d log depth / sigma)^2) come from
-  the model's completed depth, or from the ground-truth depth (an oracle: what sharp depth would give).
+  the model's completed depth, or from the ground-truth depth (an oracle: what sharp depth would give);
+- telea: OpenCV Telea (the baseline); codec(telea) / codec(harmonic): those fills through the pool-8 analytic
+  codec (what a model that predicts them perfectly could give with plain decoding);
+- residual(telea, truth): the residual decoding of `rgb_condition_fill="telea"`, `fill + decode(encode(truth) -
+  encode(fill))`, with a perfect prediction (its bound).
+
+Hole depth AbsRel of: ns (OpenCV Navier-Stokes), residual(ns, model) and residual(ns, truth) (the same decoding
+in log depth onto the Navier-Stokes fill, with the model's or a perfect prediction).
 
     panowan demo --rooms 8 --seed 800001 --out val                  # validation rooms with ground truth
     panowan infer --data_root val/data --output_dir val/raw --no_composite --num_frames 5 --resolution 256
@@ -24,6 +31,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 
 def neighbour_pairs(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -74,12 +82,29 @@ def depth_weights(depth_HW: np.ndarray, sigma: float):
     return lambda p, q: np.exp(-(((log_depth[p] - log_depth[q]) / sigma) ** 2)) + 1e-4
 
 
+def through_codec(image_HWC: np.ndarray) -> np.ndarray:
+    """encode then decode with the default model's codec (`AnalyticCodec(8)`), one frame, values as given; one
+    channel (depth) goes as grey, as the depth stream sends it."""
+    from panowan.models.codec import AnalyticCodec
+
+    codec = AnalyticCodec(8)
+    video = torch.from_numpy(image_HWC).double().permute(2, 0, 1)[None, :, None]  # 1,C,1,H,W
+    out = codec.decode(codec.encode(video.expand(1, 3, 1, *image_HWC.shape[:2])))
+    return out[0, : image_HWC.shape[2], 0].permute(1, 2, 0).numpy()
+
+
+def residual(fill_HWC: np.ndarray, target_HWC: np.ndarray) -> np.ndarray:
+    """`fill + decode(encode(target) - encode(fill))`: the decoding of `conditioning.decode_rgb` (linear codec)."""
+    return fill_HWC + through_codec(target_HWC) - through_codec(fill_HWC)
+
+
 def hole_psnr(pred_HWC: np.ndarray, truth_HWC: np.ndarray, hole_HW: np.ndarray) -> float:
     mse = float(((np.clip(pred_HWC, 0, 1) - truth_HWC) ** 2)[hole_HW].mean())
     return 10 * np.log10(1 / mse)
 
 
 def probe_view(room: Path, pred: Path, view: int, sigma: float) -> dict[str, float] | None:
+    from panowan.data.inpaint import inpaint_erp
     from panowan.data.io import read_depth, read_mask, read_rgb
 
     stem = f"pano0000_to_pano{view:04d}"
@@ -93,15 +118,37 @@ def probe_view(room: Path, pred: Path, view: int, sigma: float) -> dict[str, flo
     known_depth = read_depth(room / "input" / f"{stem}_depth_range.npy")
     model_depth = np.where(known, known_depth, np.load(pred / f"panorama_{view:04d}_depth.npy"))
     true_depth = read_depth(room / "output" / f"panorama_{view:04d}_depth.npy")
-    residual = np.where(known[..., None], cond - model, 0.0)
+    harmonic = membrane_fill(cond, hole)
+    telea = inpaint_erp(np.rint(cond * 255).astype(np.uint8), hole, "telea") / 255.0
     fills = {
-        "model": np.where(known[..., None], cond, model),
-        "harmonic": membrane_fill(cond, hole),
-        "seamless": model + membrane_fill(residual, hole),
+        "model": model,
+        "harmonic": harmonic,
+        "seamless": model + membrane_fill(np.where(known[..., None], cond - model, 0.0), hole),
         "steered-model": membrane_fill(cond, hole, depth_weights(model_depth, sigma)),
         "steered-truth": membrane_fill(cond, hole, depth_weights(true_depth, sigma)),
+        "telea": telea,
+        "codec(telea)": through_codec(telea),
+        "codec(harmonic)": through_codec(harmonic),
+        "residual(telea, truth)": residual(telea, truth),
     }
-    return {name: hole_psnr(fill, truth, hole) for name, fill in fills.items()}
+    out = {
+        name: hole_psnr(np.where(known[..., None], cond, fill), truth, hole) for name, fill in fills.items()
+    }
+    valid = hole & (true_depth > 0)
+    ns = inpaint_erp(np.where(known, known_depth, 0).astype(np.float32), hole, "ns")
+    log_ns = np.log(np.maximum(ns, 1e-3))[..., None]
+    depths = {
+        "ns": ns,
+        "residual(ns, model)": np.exp(residual(log_ns, np.log(np.maximum(model_depth, 1e-3))[..., None]))[
+            ..., 0
+        ],
+        "residual(ns, truth)": np.exp(residual(log_ns, np.log(np.maximum(true_depth, 1e-3))[..., None]))[
+            ..., 0
+        ],
+    }
+    for name, depth in depths.items():
+        out[f"depth AbsRel {name}"] = float((np.abs(depth - true_depth)[valid] / true_depth[valid]).mean())
+    return out
 
 
 def main() -> None:
@@ -131,9 +178,9 @@ def main() -> None:
     names = list(next(iter(per_room.values()))[0])
     means = {n: float(np.mean([np.mean([r[n] for r in rows]) for rows in per_room.values()])) for n in names}
     for name, value in means.items():
-        print(f"{name:14s} {value:6.2f} dB")
+        print(f"{name:32s} {value:6.3f}" if name.startswith("depth") else f"{name:32s} {value:6.2f} dB")
     if args.out:
-        Path(args.out).write_text(json.dumps({"rooms": len(per_room), "hole_psnr": means}, indent=1))
+        Path(args.out).write_text(json.dumps({"rooms": len(per_room), "hole": means}, indent=1))
 
 
 if __name__ == "__main__":
