@@ -94,7 +94,7 @@ def through_codec(image_HWC: np.ndarray) -> np.ndarray:
 
 
 def residual(fill_HWC: np.ndarray, target_HWC: np.ndarray) -> np.ndarray:
-    """`fill + decode(encode(target) - encode(fill))`: the decoding of `conditioning.decode_rgb` (linear codec)."""
+    """`fill + decode(encode(target) - encode(fill))`: the decoding of `conditioning.decode_filled` (linear codec)."""
     return fill_HWC + through_codec(target_HWC) - through_codec(fill_HWC)
 
 

@@ -83,6 +83,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--rgb_condition_fill", default=None, choices=CONDITION_FILLS,
                    help="what the RGB condition holds in its holes (panowan train --rgb_condition_fill); default: "
                         "the --init_from model's, else zero")  # fmt: skip
+    p.add_argument("--depth_condition_fill", default=None, choices=CONDITION_FILLS,
+                   help="the same for the depth condition (panowan train --depth_condition_fill)")  # fmt: skip
     p.add_argument("--workers", type=int, default=4, help="data-loading threads (--dataloader_workers)")
     p.add_argument("--compile", action="store_true", help="--compile_blocks (worth it on a GPU)")
     p.add_argument(
@@ -115,6 +117,7 @@ def train_command(args: argparse.Namespace, data: Path, run: Path, steps: int) -
             "--seed", str(args.train_seed), "--no-progress", "--no-tensorboard",
             *(["--init_from", args.init_from] if args.init_from else []),
             *(["--rgb_condition_fill", args.rgb_condition_fill] if args.rgb_condition_fill else []),
+            *(["--depth_condition_fill", args.depth_condition_fill] if args.depth_condition_fill else []),
             *(["--compile_blocks"] if args.compile else [])]  # fmt: skip
 
 

@@ -169,6 +169,29 @@ def test_telea_condition_fill_fills_only_the_holes(prepared_root):
         assert np.abs(got[hole]).mean() > 0.05  # not the zeros of the "zero" fill
 
 
+def test_depth_condition_fill_fills_only_the_depth_holes(prepared_root):
+    """cond_depth_fill="ns": the normalised depth condition's known pixels are as with "zero" and its holes hold
+    the seam-aware Navier-Stokes fill of them, nearer the truth than zeros; nothing else changes."""
+    from panowan.data.inpaint import inpaint_erp
+
+    zero = RoomDataset(prepared_root, num_frames=5)[0]
+    fill = RoomDataset(prepared_root, num_frames=5, cond_depth_fill="ns")[0]
+    for name in ("rgb", "depth", "cond_rgb", "mask", "plucker"):
+        assert torch.equal(getattr(zero, name), getattr(fill, name)), name
+    known = zero.mask[:, 0] > 0.5  # F,H,W; the synthetic rooms' depth is known wherever their RGB is
+    assert torch.equal(fill.cond_depth[:, 0][known], zero.cond_depth[:, 0][known])
+    holes = 0
+    for f in range(1, len(known)):
+        hole = ~known[f].numpy()
+        holes += int(hole.sum())
+        want = inpaint_erp(zero.cond_depth[f, 0].numpy(), hole, "ns")
+        got = fill.cond_depth[f, 0].numpy()
+        np.testing.assert_allclose(got[hole], np.clip(want[hole], -1, 1), atol=1e-6)
+        truth = zero.depth[f, 0].numpy()[hole]
+        assert np.abs(got[hole] - truth).mean() < np.abs(truth).mean()  # better than the zeros
+    assert holes > 0
+
+
 def test_epochs_resample_and_path_order(prepared_root, tmp_path):
     # A room with 12 views: make one by synthesising it (views > frames so sampling matters).
     from panowan.data.prepare import prepare_rooms
@@ -227,7 +250,8 @@ def test_bad_arguments_are_refused(prepared_root):
         {"height": 20},
         {"view_order": "random"},
         {"mask_polarity": "x"},
-        {"cond_fill": "ns"},
+        {"cond_fill": "lama"},
+        {"cond_depth_fill": "harmonic"},
     ):
         with pytest.raises(ValueError):
             RoomDataset(prepared_root, **kwargs)

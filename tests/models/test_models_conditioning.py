@@ -9,7 +9,7 @@ from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanImag
 from panowan.models.codec import AnalyticCodec, WanVAECodec
 from panowan.models.conditioning import (
     build_condition,
-    decode_rgb,
+    decode_filled,
     depth_to_video,
     frames_to_video,
     pack_mask,
@@ -96,17 +96,17 @@ def test_filled_condition_keeps_the_fill():
 
 
 def test_residual_rgb_decoding_returns_the_fill_where_the_model_keeps_it():
-    """decode_rgb with a filled condition: the condition's own latents give the condition back at full resolution
+    """decode_filled with a filled condition: the condition's own latents give the condition back at full resolution
     (the codec alone would blur it to 8x8 blocks); a change of the latents adds exactly its decoding."""
     g = torch.Generator().manual_seed(4)
     codec = AnalyticCodec(8)
     cond = torch.rand(1, 3, 5, 32, 64, generator=g, dtype=torch.float64) * 2 - 1
     z = codec.encode(cond)
-    torch.testing.assert_close(decode_rgb(codec, z, cond), cond)
+    torch.testing.assert_close(decode_filled(codec, z, cond), cond)
     assert (codec.decode(z) - cond).abs().mean() > 0.1  # plain decoding loses the detail
     delta = torch.randn(z.shape, generator=g, dtype=torch.float64)
-    torch.testing.assert_close(decode_rgb(codec, z + delta, cond), cond + codec.decode(delta))
-    torch.testing.assert_close(decode_rgb(codec, z, None), codec.decode(z))
+    torch.testing.assert_close(decode_filled(codec, z + delta, cond), cond + codec.decode(delta))
+    torch.testing.assert_close(decode_filled(codec, z, None), codec.decode(z))
 
 
 def test_validation_names_shapes():

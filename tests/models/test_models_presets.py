@@ -41,16 +41,19 @@ def test_validation_and_json_round_trip():
         DualStreamConfig(wan=tiny.wan, codec="analytic", interaction_interval=9)
     with pytest.raises(ValueError, match="unknown model preset"):
         get_preset("huge")
-    filled = dataclasses.replace(tiny, rgb_condition_fill="telea")
+    filled = dataclasses.replace(tiny, rgb_condition_fill="telea", depth_condition_fill="ns")
     assert DualStreamConfig.from_dict(filled.to_dict()) == filled
-    assert filled.differences(tiny, ignore=NOT_ARCHITECTURE) == []  # the fill is no architecture
+    assert filled.differences(tiny, ignore=NOT_ARCHITECTURE) == []  # the fills are no architecture
+    assert filled.filled_streams == {"rgb", "depth"} and tiny.filled_streams == frozenset()
+    assert dataclasses.replace(tiny, depth_condition_fill="ns").filled_streams == {"depth"}
     old = tiny.to_dict()
-    del old["rgb_condition_fill"]  # exports written before the field existed
-    assert DualStreamConfig.from_dict(old).rgb_condition_fill == "zero"
-    with pytest.raises(ValueError, match="rgb_condition_fill must be one of"):
-        DualStreamConfig(wan=tiny.wan, codec="analytic", rgb_condition_fill="lama")
-    with pytest.raises(ValueError, match="needs the analytic codec"):
-        dataclasses.replace(get_preset("wan2.1-1.3b-i2v"), rgb_condition_fill="telea")
+    del old["rgb_condition_fill"], old["depth_condition_fill"]  # exports written before the fields existed
+    assert DualStreamConfig.from_dict(old).condition_fills() == {"rgb": "zero", "depth": "zero"}
+    for stream in ("rgb", "depth"):
+        with pytest.raises(ValueError, match=f"{stream}_condition_fill must be one of"):
+            DualStreamConfig(wan=tiny.wan, codec="analytic", **{f"{stream}_condition_fill": "lama"})
+        with pytest.raises(ValueError, match="needs the analytic codec"):
+            dataclasses.replace(get_preset("wan2.1-1.3b-i2v"), **{f"{stream}_condition_fill": "ns"})
 
 
 def test_tiny_forward_is_fast():

@@ -326,24 +326,33 @@ def test_guidance_runs_unconditional_pass(prepared_root, tmp_path, monkeypatch):
 
 
 def test_residual_decoding_gives_the_fill_back_where_the_latents_keep_it(prepared_root):
-    """A model with rgb_condition_fill="telea" whose final RGB latents equal its condition's own latents
-    completes the holes with the Telea fill at full resolution; plain decoding would blur it to the codec's
-    blocks. Depth decodes as before."""
+    """A model with condition fills whose final latents equal its conditions' own latents completes the holes
+    with the fills at full resolution; plain decoding would blur them to the codec's blocks. A stream without a
+    fill decodes as before."""
     from panowan.data.dataset import RoomDataset
     from panowan.models.codec import AnalyticCodec
     from panowan.models.conditioning import depth_to_video, frames_to_video
     from panowan.sample.pipeline import finish_completion
 
-    sample = RoomDataset(prepared_root, num_frames=5, height=32, cond_fill="telea")[0]
+    sample = RoomDataset(prepared_root, num_frames=5, height=32, cond_fill="telea", cond_depth_fill="ns")[0]
     codec = AnalyticCodec(4)
     latents = {"rgb": codec.encode(frames_to_video(sample.cond_rgb[None]).double()),
                "depth": codec.encode(depth_to_video(frames_to_video(sample.cond_depth[None])).double())}  # fmt: skip
-    want = (sample.cond_rgb.clamp(-1, 1) + 1) / 2
-    residual = finish_completion(codec, latents, sample, composite=False, settings={}, rgb_filled=True)
-    torch.testing.assert_close(residual.raw_rgb_F3HW, want, atol=1e-5, rtol=0)
+    want_rgb = (sample.cond_rgb.clamp(-1, 1) + 1) / 2
+    want_depth = sample.depth_norm.denormalize(sample.cond_depth.double()).float()
+    rgb_only = finish_completion(
+        codec, latents, sample, composite=False, settings={}, filled=frozenset({"rgb"})
+    )
+    both = finish_completion(
+        codec, latents, sample, composite=False, settings={}, filled=frozenset({"rgb", "depth"})
+    )
     plain = finish_completion(codec, latents, sample, composite=False, settings={})
-    assert (plain.raw_rgb_F3HW - want).abs().mean() > 0.01
-    assert torch.equal(plain.raw_depth_m_F1HW, residual.raw_depth_m_F1HW)
+    torch.testing.assert_close(rgb_only.raw_rgb_F3HW, want_rgb, atol=1e-5, rtol=0)
+    torch.testing.assert_close(both.raw_depth_m_F1HW, want_depth, atol=1e-4, rtol=1e-5)
+    assert (plain.raw_rgb_F3HW - want_rgb).abs().mean() > 0.01
+    assert (plain.raw_depth_m_F1HW - want_depth).abs().mean() > 0.01
+    assert torch.equal(plain.raw_depth_m_F1HW, rgb_only.raw_depth_m_F1HW)
+    assert torch.equal(both.raw_rgb_F3HW, rgb_only.raw_rgb_F3HW)
 
 
 def test_exported_fill_and_sampling_are_what_infer_uses(prepared_root, tmp_path):

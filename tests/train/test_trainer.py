@@ -345,35 +345,36 @@ def test_compiled_blocks_train_like_eager(rooms, tmp_path) -> None:
     assert_same_weights(weights(compiled, 2), weights(eager, 2), atol=1e-4)
 
 
-def test_rgb_condition_fill_trains_and_is_recorded(rooms, tmp_path) -> None:
-    """--rgb_condition_fill telea: the checkpoint's model config says so, the condition latents hold the
-    Telea fill (they differ from a zero-filled run's from the first step on), and a run started from that
-    export inherits the fill unless the flag says otherwise; analytic-codec presets only."""
+def test_condition_fills_train_and_are_recorded(rooms, tmp_path) -> None:
+    """--rgb_condition_fill telea / --depth_condition_fill ns: the checkpoint's model config says so, the
+    condition latents hold the fills (each stream's loss differs from a zero-filled run's from the first step
+    on), and a run started from that export inherits the fills unless a flag says otherwise; analytic-codec
+    presets only."""
     from panowan.commands.infer import export_embedded
     from panowan.models.testing import tiny_dual_stream
 
-    zero, telea = tmp_path / "zero", tmp_path / "telea"
+    zero, filled = tmp_path / "zero", tmp_path / "filled"
     train(make_config(rooms, zero, max_train_steps=1, checkpointing_steps=1, lora_rank=0))
-    train(
-        make_config(
-            rooms, telea, max_train_steps=1, checkpointing_steps=1, lora_rank=0, rgb_condition_fill="telea"
-        )
-    )
-    config = json.loads((telea / "checkpoint-1" / "weights" / "trainable_config.json").read_text())
-    assert config["model"]["rgb_condition_fill"] == "telea"
-    assert metrics(zero)[0]["loss/rgb"] != metrics(telea)[0]["loss/rgb"]
-    model, _ = tiny_dual_stream(seed=0, rgb_condition_fill="telea")
+    train(make_config(rooms, filled, max_train_steps=1, checkpointing_steps=1, lora_rank=0,
+                      rgb_condition_fill="telea", depth_condition_fill="ns"))  # fmt: skip
+    config = json.loads((filled / "checkpoint-1" / "weights" / "trainable_config.json").read_text())
+    assert (config["model"]["rgb_condition_fill"], config["model"]["depth_condition_fill"]) == ("telea", "ns")
+    for stream in ("rgb", "depth"):
+        assert metrics(zero)[0][f"loss/{stream}"] != metrics(filled)[0][f"loss/{stream}"], stream
+    model, _ = tiny_dual_stream(seed=0, rgb_condition_fill="telea", depth_condition_fill="ns")
     export_embedded(model, {}, tmp_path / "exported", compact=False)
     start = str(tmp_path / "exported")
-    assert make_config(rooms, tmp_path / "a", init_from=start).condition_fill() == "telea"
-    assert (
-        make_config(rooms, tmp_path / "b", init_from=start, rgb_condition_fill="zero").condition_fill()
-        == "zero"
-    )
-    assert make_config(rooms, tmp_path / "c").condition_fill() == "zero"
-    with pytest.raises(ValueError, match="needs an analytic-codec preset"):
-        make_config(rooms, tmp_path / "d", preset="wan2.1-1.3b-i2v", base_model_dir=str(tmp_path),
-                    rgb_condition_fill="telea")  # fmt: skip
+    assert make_config(rooms, tmp_path / "a", init_from=start).condition_fills() == {
+        "rgb": "telea",
+        "depth": "ns",
+    }
+    assert make_config(rooms, tmp_path / "b", init_from=start, rgb_condition_fill="zero").condition_fills() == {
+        "rgb": "zero", "depth": "ns"}  # fmt: skip
+    assert make_config(rooms, tmp_path / "c").condition_fills() == {"rgb": "zero", "depth": "zero"}
+    for flag in ("rgb_condition_fill", "depth_condition_fill"):
+        with pytest.raises(ValueError, match="needs an analytic-codec preset"):
+            make_config(rooms, tmp_path / "d", preset="wan2.1-1.3b-i2v", base_model_dir=str(tmp_path),
+                        **{flag: "telea"})  # fmt: skip
 
 
 def test_resuming_a_finished_run_warns_that_it_trains_nothing(rooms, tmp_path, caplog) -> None:

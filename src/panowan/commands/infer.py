@@ -289,14 +289,16 @@ def export_embedded(
 
 # ------------------------------------------------------------------------------------------------- data
 def open_rooms(data_root: str, rooms: list[str] | None, num_frames: int, resolution: int | None, seed: int,
-               cond_fill: str = "zero"):  # fmt: skip
+               fills: dict[str, str] | None = None):  # fmt: skip
     """(dataset, indices of the rooms to complete); every room validated (prepared, views, poses).
-    `cond_fill`: the model's `rgb_condition_fill` (what the RGB condition holds in its holes)."""
+    `fills`: the model's `condition_fills()` (what each stream's condition holds in its holes)."""
     from panowan.data.dataset import RoomDataset
 
     if not Path(data_root).is_dir():
         raise ValueError(f"{data_root}: data root is not a directory")
-    dataset = RoomDataset(data_root, num_frames=num_frames, height=resolution, seed=seed, cond_fill=cond_fill)
+    fills = fills or {}
+    dataset = RoomDataset(data_root, num_frames=num_frames, height=resolution, seed=seed,
+                          cond_fill=fills.get("rgb", "zero"), cond_depth_fill=fills.get("depth", "zero"))  # fmt: skip
     ids = [info.paths.room_id for info in dataset.rooms]
     if rooms is None:
         return dataset, list(range(len(ids)))
@@ -350,7 +352,7 @@ def infer(args: argparse.Namespace) -> list[Path]:
     steps, sampler = sampling_settings(source, args.num_inference_steps, args.sampler)
     num_frames, resolution, flow_shift = default_settings(source, args)
     dataset, indices = open_rooms(args.data_root, args.rooms, num_frames, resolution, args.seed,
-                                  source.model_config.rgb_condition_fill)  # fmt: skip
+                                  source.model_config.condition_fills())  # fmt: skip
     groups = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # torchrun: one stream per rank, pairs of ranks; pair p completes rooms p, p + N, ...

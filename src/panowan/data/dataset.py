@@ -7,8 +7,8 @@ Contract (docs/ARCHITECTURE.md). One `Sample` is one room, F selected views (F =
   [-1, 1]; 0 where `depth_valid` is False (never interpret those values).
 - `depth_valid` [F,1,H,W] bool: ground-truth depth finite and > 0 (0 marks a hole in the file).
 - `cond_rgb` [F,3,H,W] float32 in [-1, 1]: view 0 reprojected into each view, unknown pixels 0 (or, with
-  `cond_fill="telea"`, OpenCV Telea's fill of them); view 0 is its full input panorama.
-- `cond_depth` [F,1,H,W] float32: normalised reprojected range, unknown 0.
+  `cond_fill="telea"` or "ns", OpenCV's fill of them); view 0 is its full input panorama.
+- `cond_depth` [F,1,H,W] float32: normalised reprojected range, unknown 0 (or `cond_depth_fill`'s fill).
 - `mask` [F,1,H,W] float32: 1 where the conditioning is known; all ones for view 0.
 - `plucker` [F,6,H,W] float32: Plücker maps relative to view 0.
 - `prompt` (description.txt), `room_id` ("area/room"), `view_indices` (original view numbers, model
@@ -322,8 +322,9 @@ class RoomDataset(torch.utils.data.Dataset):
     skip_bad_rooms: skip rooms that fail validation (logged, counted in `summary`) instead of raising.
     Frame sampling is seeded by (seed, room index, epoch); call `set_epoch` every epoch.
     mask_polarity: "known" (1 = known, the layout's convention) or "hole" (1 = hole).
-    cond_fill: what `cond_rgb` holds at unknown pixels: "zero", or "telea" (OpenCV Telea inpainting of the
-    resized reprojection, as the "telea" baseline; for models with `rgb_condition_fill="telea"`).
+    cond_fill: what `cond_rgb` holds at unknown pixels: "zero", or "telea" / "ns" (OpenCV inpainting of the
+    resized reprojection, as the baseline of that name; for models with that `rgb_condition_fill`).
+    cond_depth_fill: the same for `cond_depth` (the normalised depth's holes; `depth_condition_fill`).
     cache_files: keep every decoded file, and every view's arrays and Plücker map, in memory after their
     first use (for small panoramas, whose loading otherwise dominates a GPU step; memory grows to the
     processed data set, about 30 bytes a pixel a view).
@@ -341,7 +342,8 @@ class RoomDataset(torch.utils.data.Dataset):
         pose_format: PoseFormat | None = None,
         mask_polarity: Literal["known", "hole"] = "known",
         cache_files: bool = False,
-        cond_fill: Literal["zero", "telea"] = "zero",
+        cond_fill: Literal["zero", "telea", "ns"] = "zero",
+        cond_depth_fill: Literal["zero", "telea", "ns"] = "zero",
     ) -> None:
         if num_frames < MIN_VIEWS or (num_frames - 1) % 4:
             raise ValueError(
@@ -355,9 +357,10 @@ class RoomDataset(torch.utils.data.Dataset):
             raise ValueError(f"view_order must be 'index' or 'path', not {view_order!r}")
         if mask_polarity not in ("known", "hole"):
             raise ValueError(f"mask_polarity must be 'known' or 'hole', not {mask_polarity!r}")
-        if cond_fill not in CONDITION_FILLS:
-            raise ValueError(f"cond_fill must be one of {CONDITION_FILLS}, not {cond_fill!r}")
-        self.cond_fill = cond_fill
+        for name, fill in (("cond_fill", cond_fill), ("cond_depth_fill", cond_depth_fill)):
+            if fill not in CONDITION_FILLS:
+                raise ValueError(f"{name} must be one of {CONDITION_FILLS}, not {fill!r}")
+        self.cond_fill, self.cond_depth_fill = cond_fill, cond_depth_fill
         self.data_root, self.num_frames, self.height = Path(data_root), num_frames, height
         self.view_order, self.seed, self.mask_polarity, self.epoch = view_order, seed, mask_polarity, 0
         # path -> decoded array (read-only, so a consumer that wrote into one would fail loudly)
@@ -504,7 +507,7 @@ class RoomDataset(torch.utils.data.Dataset):
             "depth": _normalised(gt_depth[..., 0], gt_valid, norm),
             "depth_valid": gt_valid[None],
             "cond_rgb": self._fill_holes(cond_rgb, mask),
-            "cond_depth": _normalised(cond_depth[..., 0], depth_known, norm),
+            "cond_depth": self._fill_depth(_normalised(cond_depth[..., 0], depth_known, norm), depth_known),
             "mask": mask[None].astype(np.float32),
         }
 
@@ -518,6 +521,15 @@ class RoomDataset(torch.utils.data.Dataset):
         filled = inpaint_erp(known_u8, ~known_HW, self.cond_fill).astype(np.float32)
         # Known pixels keep their exact (unrounded) values; only the holes take the fill.
         return np.where(known_HW[None], _to_unit(cond_rgb_HW3), _to_unit(filled)).astype(np.float32)
+
+    def _fill_depth(self, cond_depth_1HW: np.ndarray, known_HW: np.ndarray) -> np.ndarray:
+        """Normalised `cond_depth` (0 at unknown pixels), its holes filled by `cond_depth_fill` unless "zero"."""
+        if self.cond_depth_fill == "zero" or known_HW.all() or not known_HW.any():
+            return cond_depth_1HW
+        from panowan.data.inpaint import inpaint_erp
+
+        filled = inpaint_erp(cond_depth_1HW[0], ~known_HW, self.cond_depth_fill)
+        return np.where(known_HW, cond_depth_1HW[0], np.clip(filled, -1, 1))[None].astype(np.float32)
 
 
 def _to_unit(rgb_HW3: np.ndarray) -> np.ndarray:

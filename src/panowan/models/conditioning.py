@@ -1,7 +1,7 @@
 """I2V conditioning: the 4-channel packed mask and the condition latents of one stream.
 
 Convention (NOTES pitfalls 2 and 3): the mask is 1 where content is known; unknown pixels are
-zeroed before encoding (unless the model fills them: `DualStreamConfig.rgb_condition_fill`); the mask
+zeroed before encoding (unless the model fills them: `DualStreamConfig.condition_fills`); the mask
 is area-averaged onto the latent grid and packed in time exactly as diffusers'
 `WanImageToVideoPipeline.prepare_latents` does: frame 0 fills the 4 channels of latent frame 0,
 frames 4t-3 .. 4t fill channels 0 .. 3 of latent frame t.
@@ -79,13 +79,14 @@ def build_condition(
     return torch.cat([pack_mask(mask).to(latents.dtype), latents], dim=1)
 
 
-def decode_rgb(
+def decode_filled(
     codec: LatentCodec, latents: torch.Tensor, filled_condition_B3FHW: torch.Tensor | None
 ) -> torch.Tensor:
-    """RGB video `B,3,F,H,W` of RGB latents. With the filled condition video of a model trained on one
-    (`rgb_condition_fill` not "zero"), the residual decoding `cond + decode(z) - decode(encode(cond))`: where
-    the model keeps the condition's latents the fill comes back at full resolution, and elsewhere the model's
-    change is added to it (exact for a linear codec such as the analytic one)."""
+    """Video `B,3,F,H,W` of one stream's latents. With the filled condition video of a model trained on one
+    (its `condition_fills()` not "zero"), the residual decoding `cond + decode(z) - decode(encode(cond))`:
+    where the model keeps the condition's latents the fill comes back at full resolution, and elsewhere the
+    model's change is added to it (exact for a linear codec such as the analytic one). Depth passes its
+    grey video (`depth_to_video`)."""
     video = codec.decode(latents)
     if filled_condition_B3FHW is None:
         return video

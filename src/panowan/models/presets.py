@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 CODECS = ("wan_vae", "analytic")
-CONDITION_FILLS = ("zero", "telea")
-NOT_ARCHITECTURE = ("init_seed", "rgb_condition_fill")
+CONDITION_FILLS = ("zero", "telea", "ns")
+"""What a stream's condition may hold in its holes: zeros (Wan I2V), or OpenCV's Telea or Navier-Stokes fill."""
+NOT_ARCHITECTURE = ("init_seed", "rgb_condition_fill", "depth_condition_fill")
 """`DualStreamConfig` fields that do not change the weights' shapes: a run may start from a model that differs in them."""
 ANALYTIC_POOLS = (1, 2, 4, 8)
 
@@ -45,12 +46,15 @@ class DualStreamConfig:
     analytic_pool: int = 4
     """Area-pooling factor of the analytic codec (1, 2, 4 or 8); fixes z = 3 * 4 * (8 / pool)^2."""
     rgb_condition_fill: str = "zero"
-    """What the RGB condition holds in its holes before encoding: "zero" (Wan I2V's convention) or "telea"
-    (OpenCV Telea inpainting of the reprojected view; analytic codec only). With "telea" the sampler also
-    decodes RGB as a residual, `cond + decode(z) - decode(encode(cond))`: what the model leaves unchanged
-    keeps the fill's full resolution instead of the codec's 8x8 blocks, and the model's prediction enters as
-    a correction of the fill. Not part of the architecture: a run may change it (`panowan train
-    --rgb_condition_fill`)."""
+    """What the RGB condition holds in its holes before encoding: "zero" (Wan I2V's convention), "telea" or
+    "ns" (OpenCV's Telea or Navier-Stokes inpainting of the reprojected view; analytic codec only). With a
+    fill the sampler also decodes RGB as a residual, `cond + decode(z) - decode(encode(cond))`: what the
+    model leaves unchanged keeps the fill's full resolution instead of the codec's 8x8 blocks, and the
+    model's prediction enters as a correction of the fill. Not part of the architecture: a run may change it
+    (`panowan train --rgb_condition_fill`)."""
+    depth_condition_fill: str = "zero"
+    """The same for the depth stream: what the normalised depth condition holds in its holes, and whether
+    depth is decoded as a correction of that fill (`panowan train --depth_condition_fill`)."""
     init_seed: int = 0
     """Seed of the new modules' initialisation (each stream's own stream of random numbers, so every
     process placement builds identical interaction layers and PluckerNet)."""
@@ -93,15 +97,23 @@ class DualStreamConfig:
             )
         if self.codec == "wan_vae" and z != 16:
             raise ValueError(f"the Wan 2.1 VAE has z = 16, but wan out_channels = {z}")
-        if self.rgb_condition_fill not in CONDITION_FILLS:
-            raise ValueError(
-                f"rgb_condition_fill must be one of {CONDITION_FILLS}, got {self.rgb_condition_fill!r}"
-            )
-        if self.rgb_condition_fill != "zero" and self.codec != "analytic":
-            # The residual decoding assumes a linear codec; the pretrained VAE expects Wan's zeroed holes.
-            raise ValueError(
-                f"rgb_condition_fill {self.rgb_condition_fill!r} needs the analytic codec, not {self.codec!r}"
-            )
+        for stream, fill in self.condition_fills().items():
+            if fill not in CONDITION_FILLS:
+                raise ValueError(f"{stream}_condition_fill must be one of {CONDITION_FILLS}, got {fill!r}")
+            if fill != "zero" and self.codec != "analytic":
+                # The residual decoding assumes a linear codec; the pretrained VAE expects Wan's zeroed holes.
+                raise ValueError(
+                    f"{stream}_condition_fill {fill!r} needs the analytic codec, not {self.codec!r}"
+                )
+
+    def condition_fills(self) -> dict[str, str]:
+        """Each stream's condition fill: {"rgb": ..., "depth": ...}."""
+        return {"rgb": self.rgb_condition_fill, "depth": self.depth_condition_fill}
+
+    @property
+    def filled_streams(self) -> frozenset[str]:
+        """The streams whose condition holds a fill (and which are decoded as a correction of it)."""
+        return frozenset(s for s, fill in self.condition_fills().items() if fill != "zero")
 
     @property
     def z_dim(self) -> int:

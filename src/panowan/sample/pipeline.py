@@ -54,9 +54,11 @@ class Completion:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def build_conditions(codec, sample, device, dtype, *, rgb_filled: bool = False) -> dict[str, torch.Tensor]:
-    """Condition latents per stream, `1,4+z,T,h,w`: mask + encode(known content); `rgb_filled` keeps the fill
-    in the holes of `sample.cond_rgb` (a model with `rgb_condition_fill`, whose dataset filled them)."""
+def build_conditions(
+    codec, sample, device, dtype, *, filled: frozenset[str] = frozenset()
+) -> dict[str, torch.Tensor]:
+    """Condition latents per stream, `1,4+z,T,h,w`: mask + encode(known content); the streams in `filled` keep
+    the fill in the holes of their condition (a model with `condition_fills`, whose dataset filled them)."""
     from panowan.models.conditioning import build_condition, depth_to_video
 
     mask = frames_to_video(sample.mask[None]).to(device, dtype)
@@ -64,8 +66,8 @@ def build_conditions(codec, sample, device, dtype, *, rgb_filled: bool = False) 
     depth = depth_to_video(frames_to_video(sample.cond_depth[None]).to(device, dtype))
     with torch.no_grad():
         return {
-            "rgb": build_condition(codec, rgb, mask, filled=rgb_filled),
-            "depth": build_condition(codec, depth, mask),
+            "rgb": build_condition(codec, rgb, mask, filled="rgb" in filled),
+            "depth": build_condition(codec, depth, mask, filled="depth" in filled),
         }
 
 
@@ -131,9 +133,9 @@ def complete_room(
     timer = timer or disabled_timer()
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
-    rgb_filled = model.config.rgb_condition_fill != "zero"
+    filled = model.config.filled_streams
     with timer.phase("vae_encode"):
-        conditions = build_conditions(codec, sample, device, dtype, rgb_filled=rgb_filled)
+        conditions = build_conditions(codec, sample, device, dtype, filled=filled)
     first_frame = sample.cond_rgb[:1]  # 1,3,H,W in [-1, 1]: view 0, complete
     with timer.phase("encoders"):
         text, image = _encode(encoder, sample.prompt, first_frame, device, dtype)
@@ -159,9 +161,10 @@ def complete_room(
                 others = model.exchange.swap(flat)
             latents = {**latents, **{other_stream(s): x.reshape(latents[s].shape) for s, x in others.items()}}
     with timer.phase("vae_decode"):  # decoding dominates; compositing is a few element-wise ops
-        completion = finish_completion(codec, latents, sample, composite=composite, rgb_filled=rgb_filled, settings={
+        fills = {f"{s}_condition_fill": fill for s, fill in model.config.condition_fills().items()}
+        completion = finish_completion(codec, latents, sample, composite=composite, filled=filled, settings={
             "steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler, "flow_shift": flow_shift,
-            "composite": composite, "seam_roll": seam_roll, "rgb_condition_fill": model.config.rgb_condition_fill,
+            "composite": composite, "seam_roll": seam_roll, **fills,
         })  # fmt: skip
     return completion
 
@@ -173,17 +176,22 @@ def finish_completion(
     *,
     composite: bool,
     settings: dict,
-    rgb_filled: bool = False,
+    filled: frozenset[str] = frozenset(),
 ) -> Completion:
     """Decode both streams, depth back to metres, composite the known pixels (mask 1) unless told not to.
-    `rgb_filled`: RGB is decoded as a correction of the filled condition (`conditioning.decode_rgb`)."""
-    from panowan.models.conditioning import decode_rgb, video_to_depth
+    `filled`: these streams are decoded as a correction of their filled condition (`conditioning.decode_filled`)."""
+    from panowan.models.conditioning import decode_filled, depth_to_video, video_to_depth
 
     lat = latents["rgb"]
-    filled = frames_to_video(sample.cond_rgb[None]).to(lat.device, lat.dtype) if rgb_filled else None
+    cond = {
+        "rgb": frames_to_video(sample.cond_rgb[None]),
+        "depth": depth_to_video(frames_to_video(sample.cond_depth[None])),
+    }
+    cond = {s: cond[s].to(lat.device, lat.dtype) if s in filled else None for s in cond}
     with torch.no_grad():
-        rgb = decode_rgb(codec, lat, filled)[0].transpose(0, 1).float().cpu()  # F,3,H,W in [-1,1]
-        depth_n = video_to_depth(codec.decode(latents["depth"]))[0].transpose(0, 1).float().cpu()  # F,1,H,W
+        rgb = decode_filled(codec, lat, cond["rgb"])[0].transpose(0, 1).float().cpu()  # F,3,H,W in [-1,1]
+        depth_video = decode_filled(codec, latents["depth"], cond["depth"])
+        depth_n = video_to_depth(depth_video)[0].transpose(0, 1).float().cpu()  # F,1,H,W
     raw_rgb = ((rgb.clamp(-1, 1) + 1) / 2).contiguous()
     raw_depth = sample.depth_norm.denormalize(depth_n.clamp(-1, 1)).float()
     known = sample.mask > 0.5

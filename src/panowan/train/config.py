@@ -105,9 +105,15 @@ class TrainConfig:
     )
     rgb_condition_fill: str | None = _f(
         None,
-        "what the RGB condition holds in its holes: zero (Wan I2V's convention) or telea (OpenCV Telea's fill; "
-        "analytic-codec presets only; sampling then decodes RGB as a correction of that fill); default: the "
-        "--init_from model's, else the preset's (zero)",
+        "what the RGB condition holds in its holes: zero (Wan I2V's convention), telea or ns (OpenCV's Telea or "
+        "Navier-Stokes fill; analytic-codec presets only; sampling then decodes RGB as a correction of that "
+        "fill); default: the --init_from model's, else the preset's (zero)",
+        choices=CONDITION_FILLS,
+    )
+    depth_condition_fill: str | None = _f(
+        None,
+        "the same for the depth stream's condition (the normalised depth's holes); default: the --init_from "
+        "model's, else the preset's (zero)",
         choices=CONDITION_FILLS,
     )
     init_from: str | None = _f(
@@ -215,19 +221,22 @@ class TrainConfig:
     def height(self) -> int:
         return self.resolution
 
-    def condition_fill(self) -> str:
-        """The RGB condition fill of the run: the flag, else the --init_from model's, else the preset's."""
-        if self.rgb_condition_fill:
-            return self.rgb_condition_fill
+    def condition_fills(self) -> dict[str, str]:
+        """Each stream's condition fill ({"rgb": ..., "depth": ...}): the flag, else the --init_from model's,
+        else the preset's."""
         if self.init_from:
             from panowan.models.exported import read_exported
 
-            return read_exported(self.init_from)[0]["model"].get("rgb_condition_fill", "zero")
-        if self.preset == "from_base":
-            return "zero"
-        from panowan.models.presets import get_preset
+            model = read_exported(self.init_from)[0]["model"]
+            inherited = {s: model.get(f"{s}_condition_fill", "zero") for s in ("rgb", "depth")}
+        elif self.preset == "from_base":
+            inherited = {"rgb": "zero", "depth": "zero"}
+        else:
+            from panowan.models.presets import get_preset
 
-        return get_preset(self.preset).rgb_condition_fill
+            inherited = get_preset(self.preset).condition_fills()
+        flags = {"rgb": self.rgb_condition_fill, "depth": self.depth_condition_fill}
+        return {s: flags[s] or inherited[s] for s in inherited}
 
     def needs_pretrained(self) -> bool:
         """True unless the preset builds everything from scratch (its codec needs no VAE weights)."""
@@ -297,16 +306,18 @@ class TrainConfig:
         )
         for name, value in (("mixed_precision", self.mixed_precision), ("lr_scheduler", self.lr_scheduler),
                             ("on_nonfinite", self.on_nonfinite), ("weighting_scheme", self.weighting_scheme),
-                            *([("rgb_condition_fill", self.rgb_condition_fill)] if self.rgb_condition_fill else [])):  # fmt: skip
+                            *((f, getattr(self, f)) for f in ("rgb_condition_fill", "depth_condition_fill")
+                              if getattr(self, f))):  # fmt: skip
             choices = _FIELDS[name].metadata["choices"]
             need(value in choices, f"--{name} must be one of {choices}, got {value!r}")
         from panowan.models.presets import PRESET_NAMES
 
         presets = (*PRESET_NAMES, "from_base")
         need(self.preset in presets, f"--preset must be one of {presets}, got {self.preset!r}")
-        need(self.rgb_condition_fill in (None, "zero") or not self.needs_pretrained(),
-             f"--rgb_condition_fill {self.rgb_condition_fill} needs an analytic-codec preset (tiny, small, ...), "
-             f"not {self.preset!r}")  # fmt: skip
+        for flag in ("rgb_condition_fill", "depth_condition_fill"):
+            fill = getattr(self, flag)
+            need(fill in (None, "zero") or not self.needs_pretrained(),
+                 f"--{flag} {fill} needs an analytic-codec preset (tiny, small, ...), not {self.preset!r}")  # fmt: skip
         if self.mse_weight + self.structural_weight + self.global_weight + self.ssim_weight == 0:
             raise ValueError("every loss weight is 0: nothing to train")
 

@@ -282,7 +282,8 @@ def build_model(config: TrainConfig, groups, device: torch.device) -> Built:
         model_config = config_for_base(config.base_model_dir)
     else:
         model_config = get_preset(config.preset)
-    changes: dict[str, Any] = {"init_seed": config.seed, "rgb_condition_fill": config.condition_fill()}
+    fills = {f"{s}_condition_fill": fill for s, fill in config.condition_fills().items()}
+    changes: dict[str, Any] = {"init_seed": config.seed, **fills}
     if config.interaction_interval is not None:
         changes["interaction_interval"] = config.interaction_interval
     model_config = dataclasses.replace(model_config, **changes)
@@ -337,21 +338,21 @@ def build_conditioning_encoder(config: TrainConfig, model_config, device: torch.
 
 # ------------------------------------------------------------------------------------------ losses
 def stream_targets(
-    codec, batch, stream: str, *, rgb_filled: bool = False
+    codec, batch, stream: str, *, filled: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(x0 latents `B,z,T,h,w`, condition `B,4+z,T,h,w`, packed GT validity `B,4,T,h,w` or None), no grad.
 
-    `rgb_filled`: the batch's RGB condition holds a fill in its holes that the model takes as is."""
+    `filled`: the batch's condition of this stream holds a fill in its holes that the model takes as is."""
     from panowan.models.conditioning import build_condition, depth_to_video, frames_to_video, pack_mask
 
     mask = frames_to_video(batch.mask)
     with torch.no_grad():
         if stream == "rgb":
             x0 = codec.encode(frames_to_video(batch.rgb))
-            cond = build_condition(codec, frames_to_video(batch.cond_rgb), mask, filled=rgb_filled)
+            cond = build_condition(codec, frames_to_video(batch.cond_rgb), mask, filled=filled)
             return x0, cond, None
         x0 = codec.encode(depth_to_video(frames_to_video(batch.depth)))
-        cond = build_condition(codec, depth_to_video(frames_to_video(batch.cond_depth)), mask)
+        cond = build_condition(codec, depth_to_video(frames_to_video(batch.cond_depth)), mask, filled=filled)
         return x0, cond, pack_mask(frames_to_video(batch.depth_valid.float()))
 
 
@@ -521,8 +522,8 @@ class Trainer:
                 f"{self.output_dir} already holds checkpoints; use --resume_from_checkpoint latest or another --output_dir"
             )
         self._record_config(resume)
-        fill = c.condition_fill()  # reads the --init_from export: once
-        self.rgb_filled = fill != "zero"
+        fills = c.condition_fills()  # reads the --init_from export: once
+        self.filled = frozenset(s for s, fill in fills.items() if fill != "zero")
         self.dataset = RoomDataset(
             c.data_root,
             num_frames=c.num_frames,
@@ -530,7 +531,8 @@ class Trainer:
             skip_bad_rooms=True,
             seed=c.seed,
             cache_files=c.cache_files,
-            cond_fill=fill,
+            cond_fill=fills["rgb"],
+            cond_depth_fill=fills["depth"],
         )
         rooms = list(range(len(self.dataset)))
         self.validation_index = self._validation_room() if c.validation_steps else None
@@ -639,7 +641,7 @@ class Trainer:
         sigma, weight = sigma.to(self.device), weight.to(self.device)
         noisy, cond, ctx = {}, {}, {}
         for s in self.groups.local_streams:
-            x0, cond[s], valid = stream_targets(self.codec, batch, s, rgb_filled=self.rgb_filled)
+            x0, cond[s], valid = stream_targets(self.codec, batch, s, filled=s in self.filled)
             noise = sample_noise(tuple(x0.shape[1:]), slots, micro_index, c.seed, s).to(self.device)
             noisy[s], target = add_noise(x0, noise, sigma)
             ctx[s] = {"x0": x0, "target": target, "valid": valid, "known": cond[s][:, :4]}
@@ -787,7 +789,7 @@ class Trainer:
         """Sample a completion of the held-out room and write each view as PNG (RGB; depth as 16-bit
         PNG of the normalised depth) under `output_dir/validation/step-STEP/` (pair 0's ranks)."""
         from panowan.data.dataset import collate
-        from panowan.models.conditioning import decode_rgb, frames_to_video, video_to_depth
+        from panowan.models.conditioning import decode_filled, depth_to_video, frames_to_video, video_to_depth
         from panowan.sample.sampler import sample_flow, stream_noise
         from panowan.utils.atomic import atomic_write_image
 
@@ -796,7 +798,7 @@ class Trainer:
         batch = _to(collate([self.dataset[self.validation_index]]), self.device)
         text, image = self.embeddings.batch(batch, self.device)
         cond = {
-            s: stream_targets(self.codec, batch, s, rgb_filled=self.rgb_filled)[1]
+            s: stream_targets(self.codec, batch, s, filled=s in self.filled)[1]
             for s in self.groups.local_streams
         }
         shapes = {s: (1, self.codec.z_dim, *cond[s].shape[2:]) for s in self.groups.local_streams}
@@ -814,8 +816,11 @@ class Trainer:
         if self.groups.pair_index == 0:
             folder = self.output_dir / "validation" / f"step-{self.step:06d}"
             for s, lat in latents.items():
-                filled = frames_to_video(batch.cond_rgb) if s == "rgb" and self.rgb_filled else None
-                video = decode_rgb(self.codec, lat, filled) if s == "rgb" else self.codec.decode(lat)
+                cond_video = frames_to_video(batch.cond_rgb if s == "rgb" else batch.cond_depth)
+                cond_video = (
+                    (cond_video if s == "rgb" else depth_to_video(cond_video)) if s in self.filled else None
+                )
+                video = decode_filled(self.codec, lat, cond_video)
                 video = video.float().clamp(-1, 1)  # 1,3,F,H,W
                 if s == "depth":
                     frames = ((video_to_depth(video)[0, 0] + 1) * 32767.5).round().to(torch.uint16)
