@@ -507,7 +507,7 @@ class RoomDataset(torch.utils.data.Dataset):
             "depth": _normalised(gt_depth[..., 0], gt_valid, norm),
             "depth_valid": gt_valid[None],
             "cond_rgb": self._fill_holes(cond_rgb, mask),
-            "cond_depth": self._fill_depth(_normalised(cond_depth[..., 0], depth_known, norm), depth_known),
+            "cond_depth": self._depth_condition(cond_depth[..., 0], depth_known, norm),
             "mask": mask[None].astype(np.float32),
         }
 
@@ -522,14 +522,17 @@ class RoomDataset(torch.utils.data.Dataset):
         # Known pixels keep their exact (unrounded) values; only the holes take the fill.
         return np.where(known_HW[None], _to_unit(cond_rgb_HW3), _to_unit(filled)).astype(np.float32)
 
-    def _fill_depth(self, cond_depth_1HW: np.ndarray, known_HW: np.ndarray) -> np.ndarray:
-        """Normalised `cond_depth` (0 at unknown pixels), its holes filled by `cond_depth_fill` unless "zero"."""
+    def _depth_condition(self, depth_HW: np.ndarray, known_HW: np.ndarray, norm: DepthNorm) -> np.ndarray:
+        """Normalised `cond_depth`, 1 x H x W: 0 at unknown pixels, or (`cond_depth_fill`) OpenCV's fill of the
+        range in metres, computed as the baseline of that name computes it, then normalised."""
         if self.cond_depth_fill == "zero" or known_HW.all() or not known_HW.any():
-            return cond_depth_1HW
+            return _normalised(depth_HW, known_HW, norm)
         from panowan.data.inpaint import inpaint_erp
 
-        filled = inpaint_erp(cond_depth_1HW[0], ~known_HW, self.cond_depth_fill)
-        return np.where(known_HW, cond_depth_1HW[0], np.clip(filled, -1, 1))[None].astype(np.float32)
+        filled = inpaint_erp(
+            np.where(known_HW, depth_HW, 0).astype(np.float32), ~known_HW, self.cond_depth_fill
+        )
+        return _normalised(filled, known_HW | (filled > 0), norm)
 
 
 def _to_unit(rgb_HW3: np.ndarray) -> np.ndarray:
