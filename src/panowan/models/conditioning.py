@@ -48,6 +48,14 @@ def video_to_depth(video_B3FHW: torch.Tensor) -> torch.Tensor:
     return video_B3FHW.mean(dim=1, keepdim=True)
 
 
+def condition_video(batch, stream: str) -> torch.Tensor:
+    """The condition of `stream` in a `Batch` (or a `Sample`'s fields with a leading B) as the codec's video
+    `B,3,F,H,W`: `cond_rgb` as is, `cond_depth` grey (`depth_to_video`)."""
+    if stream == "rgb":
+        return frames_to_video(batch.cond_rgb)
+    return depth_to_video(frames_to_video(batch.cond_depth))
+
+
 def pack_mask(mask_B1FHW: torch.Tensor) -> torch.Tensor:
     """Pixel mask `B,1,F,H,W` (1 = known) -> `B,4,T,h,w` (h = H/8, area average; temporal layout above)."""
     check_video(mask_B1FHW, "mask", channels=1)

@@ -59,16 +59,22 @@ def build_conditions(
 ) -> dict[str, torch.Tensor]:
     """Condition latents per stream, `1,4+z,T,h,w`: mask + encode(known content); the streams in `filled` keep
     the fill in the holes of their condition (a model with `condition_fills`, whose dataset filled them)."""
-    from panowan.models.conditioning import build_condition, depth_to_video
+    from panowan.models.conditioning import build_condition, condition_video
 
-    mask = frames_to_video(sample.mask[None]).to(device, dtype)
-    rgb = frames_to_video(sample.cond_rgb[None]).to(device, dtype)
-    depth = depth_to_video(frames_to_video(sample.cond_depth[None]).to(device, dtype))
+    batch = _batched(sample)
+    mask = frames_to_video(batch.mask).to(device, dtype)
     with torch.no_grad():
         return {
-            "rgb": build_condition(codec, rgb, mask, filled="rgb" in filled),
-            "depth": build_condition(codec, depth, mask, filled="depth" in filled),
+            s: build_condition(codec, condition_video(batch, s).to(device, dtype), mask, filled=s in filled)
+            for s in STREAMS
         }
+
+
+def _batched(sample):
+    """One `Sample` as a `Batch` of 1 (what `condition_video` takes)."""
+    from panowan.data.dataset import collate
+
+    return collate([sample])
 
 
 def model_velocity(model, conditions, plucker_B6FHW, text, image) -> Callable[..., dict[str, torch.Tensor]]:
@@ -180,14 +186,10 @@ def finish_completion(
 ) -> Completion:
     """Decode both streams, depth back to metres, composite the known pixels (mask 1) unless told not to.
     `filled`: these streams are decoded as a correction of their filled condition (`conditioning.decode_filled`)."""
-    from panowan.models.conditioning import decode_filled, depth_to_video, video_to_depth
+    from panowan.models.conditioning import condition_video, decode_filled, video_to_depth
 
-    lat = latents["rgb"]
-    cond = {
-        "rgb": frames_to_video(sample.cond_rgb[None]),
-        "depth": depth_to_video(frames_to_video(sample.cond_depth[None])),
-    }
-    cond = {s: cond[s].to(lat.device, lat.dtype) if s in filled else None for s in cond}
+    lat, batch = latents["rgb"], _batched(sample)
+    cond = {s: condition_video(batch, s).to(lat.device, lat.dtype) if s in filled else None for s in STREAMS}
     with torch.no_grad():
         rgb = decode_filled(codec, lat, cond["rgb"])[0].transpose(0, 1).float().cpu()  # F,3,H,W in [-1,1]
         depth_video = decode_filled(codec, latents["depth"], cond["depth"])

@@ -343,16 +343,20 @@ def stream_targets(
     """(x0 latents `B,z,T,h,w`, condition `B,4+z,T,h,w`, packed GT validity `B,4,T,h,w` or None), no grad.
 
     `filled`: the batch's condition of this stream holds a fill in its holes that the model takes as is."""
-    from panowan.models.conditioning import build_condition, depth_to_video, frames_to_video, pack_mask
+    from panowan.models.conditioning import (
+        build_condition,
+        condition_video,
+        depth_to_video,
+        frames_to_video,
+        pack_mask,
+    )
 
     mask = frames_to_video(batch.mask)
     with torch.no_grad():
+        cond = build_condition(codec, condition_video(batch, stream), mask, filled=filled)
         if stream == "rgb":
-            x0 = codec.encode(frames_to_video(batch.rgb))
-            cond = build_condition(codec, frames_to_video(batch.cond_rgb), mask, filled=filled)
-            return x0, cond, None
+            return codec.encode(frames_to_video(batch.rgb)), cond, None
         x0 = codec.encode(depth_to_video(frames_to_video(batch.depth)))
-        cond = build_condition(codec, depth_to_video(frames_to_video(batch.cond_depth)), mask, filled=filled)
         return x0, cond, pack_mask(frames_to_video(batch.depth_valid.float()))
 
 
@@ -789,7 +793,12 @@ class Trainer:
         """Sample a completion of the held-out room and write each view as PNG (RGB; depth as 16-bit
         PNG of the normalised depth) under `output_dir/validation/step-STEP/` (pair 0's ranks)."""
         from panowan.data.dataset import collate
-        from panowan.models.conditioning import decode_filled, depth_to_video, frames_to_video, video_to_depth
+        from panowan.models.conditioning import (
+            condition_video,
+            decode_filled,
+            frames_to_video,
+            video_to_depth,
+        )
         from panowan.sample.sampler import sample_flow, stream_noise
         from panowan.utils.atomic import atomic_write_image
 
@@ -816,10 +825,7 @@ class Trainer:
         if self.groups.pair_index == 0:
             folder = self.output_dir / "validation" / f"step-{self.step:06d}"
             for s, lat in latents.items():
-                cond_video = frames_to_video(batch.cond_rgb if s == "rgb" else batch.cond_depth)
-                cond_video = (
-                    (cond_video if s == "rgb" else depth_to_video(cond_video)) if s in self.filled else None
-                )
+                cond_video = condition_video(batch, s) if s in self.filled else None
                 video = decode_filled(self.codec, lat, cond_video)
                 video = video.float().clamp(-1, 1)  # 1,3,F,H,W
                 if s == "depth":
