@@ -43,3 +43,4 @@ def test_shipped_model_beats_opencv_on_hole_rgb(tmp_path):
     assert model["absrel"] < 0.20, model["absrel"]
     settings = json.loads((out / "completions" / "area_000" / "room_0000" / "completion.json").read_text())
     assert (settings["steps"], settings["sampler"]) == (2, "euler")
+    assert (settings["rgb_condition_fill"], settings["depth_condition_fill"]) == ("telea", "ns")
