@@ -5,6 +5,8 @@ like a completion, written in `panowan infer`'s layout so that `panowan eval` sc
     panowan eval --pred_dir bound8 --data_root demo_out/data --out bound8.json
 
 A model predicting the latents perfectly scores this; no model using the codec can do better in the holes.
+With --rgb_condition_fill / --depth_condition_fill, the stream is decoded as a correction of that fill, as a model
+with those fills is (`conditioning.decode_filled`): the bound of that decoding.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from panowan.data.dataset import RoomDataset
 from panowan.models.codec import AnalyticCodec
 from panowan.models.conditioning import depth_to_video, frames_to_video
+from panowan.models.presets import CONDITION_FILLS
 from panowan.sample.pipeline import finish_completion, write_completion
 
 
@@ -27,9 +30,16 @@ def main() -> None:
         "--resolution", type=int, default=256, help="panorama height (the default model works at 256)"
     )
     p.add_argument("--num_frames", type=int, default=5, help="views per room")
+    p.add_argument("--rgb_condition_fill", default="zero", choices=CONDITION_FILLS, help="RGB condition fill")
+    p.add_argument(
+        "--depth_condition_fill", default="zero", choices=CONDITION_FILLS, help="depth condition fill"
+    )
     p.add_argument("--out", required=True, help="output folder (infer layout)")
     args = p.parse_args()
-    dataset = RoomDataset(args.data_root, num_frames=args.num_frames, height=args.resolution)
+    fills = {"rgb": args.rgb_condition_fill, "depth": args.depth_condition_fill}
+    filled = frozenset(s for s, fill in fills.items() if fill != "zero")
+    dataset = RoomDataset(args.data_root, num_frames=args.num_frames, height=args.resolution,
+                          cond_fill=fills["rgb"], cond_depth_fill=fills["depth"])  # fmt: skip
     codec = AnalyticCodec(pool=args.pool)
     with torch.no_grad():
         for i in range(len(dataset)):
@@ -38,8 +48,9 @@ def main() -> None:
                 "rgb": codec.encode(frames_to_video(sample.rgb[None])),
                 "depth": codec.encode(depth_to_video(frames_to_video(sample.depth[None]))),
             }
+            settings = {"codec_pool": args.pool, **{f"{s}_condition_fill": f for s, f in fills.items()}}
             completion = finish_completion(
-                codec, latents, sample, composite=True, settings={"codec_pool": args.pool}
+                codec, latents, sample, composite=True, settings=settings, filled=filled
             )
             poses = [info.poses[info.views.index(v)] for v in sample.view_indices]
             write_completion(args.out, completion, poses)
