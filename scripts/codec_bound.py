@@ -18,7 +18,7 @@ import torch
 from panowan.data.dataset import RoomDataset
 from panowan.models.codec import AnalyticCodec
 from panowan.models.conditioning import depth_to_video, frames_to_video
-from panowan.models.presets import CONDITION_FILLS
+from panowan.models.presets import CONDITION_FILLS, fill_fields, filled_streams
 from panowan.sample.pipeline import finish_completion, write_completion
 
 
@@ -37,7 +37,7 @@ def main() -> None:
     p.add_argument("--out", required=True, help="output folder (infer layout)")
     args = p.parse_args()
     fills = {"rgb": args.rgb_condition_fill, "depth": args.depth_condition_fill}
-    filled = frozenset(s for s, fill in fills.items() if fill != "zero")
+    filled = filled_streams(fills)
     dataset = RoomDataset(args.data_root, num_frames=args.num_frames, height=args.resolution,
                           cond_fill=fills["rgb"], cond_depth_fill=fills["depth"])  # fmt: skip
     codec = AnalyticCodec(pool=args.pool)
@@ -48,7 +48,7 @@ def main() -> None:
                 "rgb": codec.encode(frames_to_video(sample.rgb[None])),
                 "depth": codec.encode(depth_to_video(frames_to_video(sample.depth[None]))),
             }
-            settings = {"codec_pool": args.pool, **{f"{s}_condition_fill": f for s, f in fills.items()}}
+            settings = {"codec_pool": args.pool, **fill_fields(fills)}
             completion = finish_completion(
                 codec, latents, sample, composite=True, settings=settings, filled=filled
             )

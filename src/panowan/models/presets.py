@@ -20,6 +20,16 @@ NOT_ARCHITECTURE = ("init_seed", "rgb_condition_fill", "depth_condition_fill")
 ANALYTIC_POOLS = (1, 2, 4, 8)
 
 
+def fill_fields(fills: dict[str, str]) -> dict[str, str]:
+    """Per-stream fills as `DualStreamConfig` fields: {"rgb": "telea"} -> {"rgb_condition_fill": "telea"}."""
+    return {f"{stream}_condition_fill": fill for stream, fill in fills.items()}
+
+
+def filled_streams(fills: dict[str, str]) -> frozenset[str]:
+    """The streams of `fills` whose condition holds a fill (and which are decoded as a correction of it)."""
+    return frozenset(stream for stream, fill in fills.items() if fill != "zero")
+
+
 def analytic_z_dim(pool: int) -> int:
     """Latent channels of `AnalyticCodec(pool)`: 3 colours x 4 packed frames x (8 / pool)^2 sub-pixels."""
     return 3 * 4 * (8 // pool) ** 2
@@ -113,7 +123,7 @@ class DualStreamConfig:
     @property
     def filled_streams(self) -> frozenset[str]:
         """The streams whose condition holds a fill (and which are decoded as a correction of it)."""
-        return frozenset(s for s, fill in self.condition_fills().items() if fill != "zero")
+        return filled_streams(self.condition_fills())
 
     @property
     def z_dim(self) -> int:

@@ -31,6 +31,7 @@ import torch
 
 from panowan.geometry.pose import Pose, relative_poses, stack_poses
 from panowan.models.conditioning import frames_to_video
+from panowan.models.presets import fill_fields
 from panowan.parallel.exchange import STREAMS, other_stream
 from panowan.sample.sampler import roll_w, sample_flow, stream_noise
 from panowan.utils.timing import PhaseTimer, disabled_timer
@@ -167,10 +168,9 @@ def complete_room(
                 others = model.exchange.swap(flat)
             latents = {**latents, **{other_stream(s): x.reshape(latents[s].shape) for s, x in others.items()}}
     with timer.phase("vae_decode"):  # decoding dominates; compositing is a few element-wise ops
-        fills = {f"{s}_condition_fill": fill for s, fill in model.config.condition_fills().items()}
         completion = finish_completion(codec, latents, sample, composite=composite, filled=filled, settings={
             "steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler, "flow_shift": flow_shift,
-            "composite": composite, "seam_roll": seam_roll, **fills,
+            "composite": composite, "seam_roll": seam_roll, **fill_fields(model.config.condition_fills()),
         })  # fmt: skip
     return completion
 
@@ -188,7 +188,8 @@ def finish_completion(
     `filled`: these streams are decoded as a correction of their filled condition (`conditioning.decode_filled`)."""
     from panowan.models.conditioning import condition_video, decode_filled, video_to_depth
 
-    lat, batch = latents["rgb"], _batched(sample)
+    lat = latents["rgb"]
+    batch = _batched(sample) if filled else None
     cond = {s: condition_video(batch, s).to(lat.device, lat.dtype) if s in filled else None for s in STREAMS}
     with torch.no_grad():
         rgb = decode_filled(codec, lat, cond["rgb"])[0].transpose(0, 1).float().cpu()  # F,3,H,W in [-1,1]

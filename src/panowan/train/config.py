@@ -226,9 +226,11 @@ class TrainConfig:
         else the preset's."""
         if self.init_from:
             from panowan.models.exported import read_exported
+            from panowan.models.presets import DualStreamConfig
 
-            model = read_exported(self.init_from)[0]["model"]
-            inherited = {s: model.get(f"{s}_condition_fill", "zero") for s in ("rgb", "depth")}
+            inherited = DualStreamConfig.from_dict(
+                read_exported(self.init_from)[0]["model"]
+            ).condition_fills()
         elif self.preset == "from_base":
             inherited = {"rgb": "zero", "depth": "zero"}
         else:

@@ -33,6 +33,7 @@ import torch
 import torch.distributed as dist
 
 from panowan.data.layout import RoomError
+from panowan.models.presets import fill_fields, filled_streams
 from panowan.train import checkpoint as ckpt
 from panowan.train.config import TrainConfig, changed_settings
 from panowan.train.flow import add_noise, sample_generator, sample_noise, sample_sigmas, x0_from_velocity
@@ -282,8 +283,7 @@ def build_model(config: TrainConfig, groups, device: torch.device) -> Built:
         model_config = config_for_base(config.base_model_dir)
     else:
         model_config = get_preset(config.preset)
-    fills = {f"{s}_condition_fill": fill for s, fill in config.condition_fills().items()}
-    changes: dict[str, Any] = {"init_seed": config.seed, **fills}
+    changes: dict[str, Any] = {"init_seed": config.seed, **fill_fields(config.condition_fills())}
     if config.interaction_interval is not None:
         changes["interaction_interval"] = config.interaction_interval
     model_config = dataclasses.replace(model_config, **changes)
@@ -527,7 +527,7 @@ class Trainer:
             )
         self._record_config(resume)
         fills = c.condition_fills()  # reads the --init_from export: once
-        self.filled = frozenset(s for s, fill in fills.items() if fill != "zero")
+        self.filled = filled_streams(fills)
         self.dataset = RoomDataset(
             c.data_root,
             num_frames=c.num_frames,
