@@ -66,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no_seam_roll", action="store_true", help="do not roll the latents across the ERP seam"
     )
+    parser.add_argument("--no_refiner", action="store_true", help="skip the model's depth refiner (the learnt "
+                        "per-pixel correction of the decoded depth in the holes; see DualStreamConfig."
+                        "depth_refiner_width), to see the diffusion model's own depth")  # fmt: skip
     parser.add_argument(
         "--preset", default=None, help="expected model preset; refused if the checkpoint differs"
     )
@@ -349,6 +352,8 @@ def infer(args: argparse.Namespace) -> list[Path]:
     if args.guidance_scale < 1:
         raise ValueError(f"--guidance_scale must be >= 1, got {args.guidance_scale}")
     source = resolve_model(args)
+    if args.no_refiner and not source.model_config.depth_refiner_width:
+        warnings.warn(f"{source.description} has no depth refiner; --no_refiner is ignored", stacklevel=2)
     steps, sampler = sampling_settings(source, args.num_inference_steps, args.sampler)
     num_frames, resolution, flow_shift = default_settings(source, args)
     dataset, indices = open_rooms(args.data_root, args.rooms, num_frames, resolution, args.seed,
@@ -383,6 +388,7 @@ def infer(args: argparse.Namespace) -> list[Path]:
                 model, codec, encoder, sample, steps=steps, guidance=args.guidance_scale,
                 seed=args.seed, sampler=sampler, flow_shift=flow_shift, composite=not args.no_composite,
                 seam_roll=not args.no_seam_roll, negative_prompt=args.negative_prompt, timer=timer,
+                refine=not args.no_refiner,
             )  # fmt: skip
             completion.settings["model"] = source.description if source.kind == "checkpoint" else source.kind
             if writes:

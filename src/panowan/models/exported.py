@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,8 @@ if TYPE_CHECKING:  # light at import: the CLI reads exported metadata before any
 EMBEDDED_FORMAT = "panowan-embedded-model/1"
 EMBEDDED_CONFIG = "default_model.json"
 EMBEDDED_WEIGHTS = "default_model.safetensors"
+REFINER_PREFIX = "depth_refiner"
+"""State-dict prefix of the model's depth refiner (`DualStreamWan.depth_refiner`)."""
 
 
 def read_exported(folder: str | os.PathLike) -> tuple[dict[str, Any], Path]:
@@ -35,15 +38,20 @@ def read_exported(folder: str | os.PathLike) -> tuple[dict[str, Any], Path]:
     return meta, weights
 
 
-def load_exported_weights(model: DualStreamWan, weights: str | os.PathLike) -> None:
+def load_exported_weights(
+    model: DualStreamWan, weights: str | os.PathLike, *, drop_refiner: bool = False
+) -> None:
     """Copy an exported state dict into `model` (cast to its dtypes). The file holds both streams; a
-    one-stream model (torchrun) must find all of its own tensors in it and ignores the peer's."""
+    one-stream model (torchrun) must find all of its own tensors in it and ignores the peer's.
+    `drop_refiner`: the file's depth refiner (if any) is not loaded (a model without one starts from it)."""
     from safetensors.torch import load_model
 
     missing, unexpected = load_model(model, str(weights), strict=False)
     peers = [s for s in ("rgb", "depth") if s not in model.local_streams]
-    foreign = [k for k in unexpected if not any(k.startswith(f"{p}.{s}.") for p in ("streams", "interactions")
-                                                for s in peers)]  # fmt: skip
+    ignored = [f"{p}.{s}." for p in ("streams", "interactions") for s in peers]
+    if drop_refiner:
+        ignored.append(f"{REFINER_PREFIX}.")
+    foreign = [k for k in unexpected if not any(k.startswith(prefix) for prefix in ignored)]
     if missing or foreign:
         raise ValueError(
             f"{weights}: does not match its config (missing {missing[:3]}, unexpected {foreign[:3]})"
@@ -65,8 +73,15 @@ def init_from_exported(model: DualStreamWan, folder: str | os.PathLike) -> dict[
         raise ValueError(
             f"{folder}: its LoRA is stored apart from the base; export it compact (LoRA folded in)"
         )
-    diff = model.config.differences(DualStreamConfig.from_dict(meta["model"]), ignore=NOT_ARCHITECTURE)
+    exported = DualStreamConfig.from_dict(meta["model"])
+    diff = model.config.differences(exported, ignore=(*NOT_ARCHITECTURE, "depth_refiner_width"))
     if diff:
         raise ValueError(f"{folder}: exported for another model configuration (differs in {diff})")
-    load_exported_weights(model, weights)
+    if exported.depth_refiner_width:
+        warnings.warn(
+            f"{folder}: its depth refiner is not carried into this run (it was fitted to that model's outputs); "
+            "fit one to the new model with scripts/train_depth_refiner.py",
+            stacklevel=2,
+        )
+    load_exported_weights(model, weights, drop_refiner=True)
     return meta

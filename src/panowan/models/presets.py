@@ -65,6 +65,10 @@ class DualStreamConfig:
     depth_condition_fill: str = "zero"
     """The same for the depth stream: what the normalised depth condition holds in its holes, and whether
     depth is decoded as a correction of that fill (`panowan train --depth_condition_fill`)."""
+    depth_refiner_width: int = 0
+    """Width of the learnt per-pixel depth refiner (`models.refiner.DepthRefiner`) applied to the decoded depth in
+    the holes; 0 for none. It is fitted after the diffusion model, to that model's outputs
+    (`scripts/train_depth_refiner.py`); a run that starts from an exported model does not carry it over."""
     init_seed: int = 0
     """Seed of the new modules' initialisation (each stream's own stream of random numbers, so every
     process placement builds identical interaction layers and PluckerNet)."""
@@ -96,6 +100,10 @@ class DualStreamConfig:
             )
         if min(self.pose_dim, self.plucker_hidden, self.interaction_inner_dim) < 1:
             raise ValueError("pose_dim, plucker_hidden and interaction_inner_dim must be positive")
+        if self.depth_refiner_width < 0:
+            raise ValueError(
+                f"depth_refiner_width must be >= 0 (0: no refiner), got {self.depth_refiner_width}"
+            )
         if self.codec not in CODECS:
             raise ValueError(f"codec must be one of {CODECS}, got {self.codec!r}")
         if self.analytic_pool not in ANALYTIC_POOLS:

@@ -1,8 +1,8 @@
 """Complete one room with the dual-stream model, and write completions in the output layout.
 
 `complete_room` builds the per-stream conditions (RGB, and depth as a grey video), samples both streams
-from independent seeded noise (`sample.sampler.sample_flow`), decodes, converts depth back to metres with
-the room's `DepthNorm`, and composites the known pixels back (mask 1 = known) unless `composite=False`.
+from independent seeded noise (`sample.sampler.sample_flow`), decodes, lets the model's depth refiner (if it
+has one) correct the depth in the holes, converts depth back to metres with the room's `DepthNorm`, and composites the known pixels back (mask 1 = known) unless `composite=False`.
 
 Output layout of one room (`write_room`), shared by `panowan infer` and the baselines so that one metric
 code evaluates both:
@@ -129,11 +129,13 @@ def complete_room(
     negative_prompt: str = "",
     progress: bool = True,
     timer: PhaseTimer | None = None,
+    refine: bool = True,
 ) -> Completion:
     """Complete every view of one `Sample` (one room). See the module docstring.
 
     `encoder` is a `ConditioningEncoder` (`encode(prompts, first_frames_B3HW in [-1, 1])`); guidance > 1
-    adds an unconditional pass with `negative_prompt`. The model must hold both streams. `timer` (optional,
+    adds an unconditional pass with `negative_prompt`. The model must hold both streams. `refine=False` skips
+    the model's depth refiner (if it has one). `timer` (optional,
     `panowan.utils.timing.PhaseTimer`) receives the seconds of the phases "vae_encode",
     "encoders" (text + image), "denoise" and "vae_decode"; nothing of it goes into the `Completion`.
     """
@@ -167,10 +169,13 @@ def complete_room(
             with torch.no_grad():
                 others = model.exchange.swap(flat)
             latents = {**latents, **{other_stream(s): x.reshape(latents[s].shape) for s, x in others.items()}}
+    refiner = getattr(model, "depth_refiner", None) if refine else None
     with timer.phase("vae_decode"):  # decoding dominates; compositing is a few element-wise ops
-        completion = finish_completion(codec, latents, sample, composite=composite, filled=filled, settings={
+        completion = finish_completion(codec, latents, sample, composite=composite, filled=filled,
+                                       refiner=refiner, settings={
             "steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler, "flow_shift": flow_shift,
             "composite": composite, "seam_roll": seam_roll, **fill_fields(model.config.condition_fills()),
+            "depth_refiner": refiner is not None,
         })  # fmt: skip
     return completion
 
@@ -183,9 +188,11 @@ def finish_completion(
     composite: bool,
     settings: dict,
     filled: frozenset[str] = frozenset(),
+    refiner=None,
 ) -> Completion:
     """Decode both streams, depth back to metres, composite the known pixels (mask 1) unless told not to.
-    `filled`: these streams are decoded as a correction of their filled condition (`conditioning.decode_filled`)."""
+    `filled`: these streams are decoded as a correction of their filled condition (`conditioning.decode_filled`).
+    `refiner` (a `DepthRefiner`, optional) corrects the decoded depth in the holes before it goes to metres."""
     from panowan.models.conditioning import condition_video, decode_filled, video_to_depth
 
     lat = latents["rgb"]
@@ -195,6 +202,8 @@ def finish_completion(
         rgb = decode_filled(codec, lat, cond["rgb"])[0].transpose(0, 1).float().cpu()  # F,3,H,W in [-1,1]
         depth_video = decode_filled(codec, latents["depth"], cond["depth"])
         depth_n = video_to_depth(depth_video)[0].transpose(0, 1).float().cpu()  # F,1,H,W
+        if refiner is not None:
+            depth_n = refine_depth(refiner, depth_n, rgb, sample)
     raw_rgb = ((rgb.clamp(-1, 1) + 1) / 2).contiguous()
     raw_depth = sample.depth_norm.denormalize(depth_n.clamp(-1, 1)).float()
     known = sample.mask > 0.5
@@ -209,6 +218,16 @@ def finish_completion(
         raw_rgb_F3HW=raw_rgb, raw_depth_m_F1HW=raw_depth, mask_F1HW=sample.mask.clone(),
         settings={**settings, "depth_norm": [float(sample.depth_norm.center), float(sample.depth_norm.half_range)]},
     )  # fmt: skip
+
+
+def refine_depth(refiner, depth_n_F1HW: torch.Tensor, rgb_F3HW: torch.Tensor, sample) -> torch.Tensor:
+    """The refiner's normalised depth `F,1,H,W` from the decoded depth and RGB (clamped to [-1, 1], as the
+    refiner was trained on them: `panowan.train.refiner`) and the sample's filled condition and mask."""
+    param = next(refiner.parameters())
+    inputs = (depth_n_F1HW.clamp(-1, 1), sample.cond_depth, sample.mask, rgb_F3HW.clamp(-1, 1))
+    with torch.no_grad():
+        out = refiner(*(x.to(param.device, param.dtype) for x in inputs))
+    return out.float().cpu()
 
 
 # ------------------------------------------------------------------------------------------- writing
