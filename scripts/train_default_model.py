@@ -1,8 +1,9 @@
 """The recipe of the embedded default model (panowan/assets/default_model.*), end to end.
 
-    # the shipped model, in five runs: 64x128 (40 min on 2 CPU cores), then four at 256x512 (5-9 min each on one
-    # GPU): the second with the Telea-filled RGB condition, the third with the Navier-Stokes-filled depth condition
-    # (the last two ran the code of commit 4913656; BENCHMARKS.md), the recommended sampling recorded
+    # the shipped model, in five diffusion runs and a refiner fit: 64x128 (40 min on 2 CPU cores), then four at
+    # 256x512 (5-9 min each on one GPU): the second with the Telea-filled RGB condition, the third with the
+    # Navier-Stokes-filled depth condition (the last two ran the code of commit 4913656; BENCHMARKS.md), the
+    # recommended sampling recorded
     python scripts/train_default_model.py --work runs/dm64 --export runs/dm64/export
     python scripts/train_default_model.py --work runs/dm256 --export runs/dm256/export --resolution 256 \
         --batch 32 --steps 364 --hole_weight 3 --compile --init_from runs/dm64/export
@@ -10,9 +11,15 @@
         --batch 32 --steps 360 --hole_weight 3 --rgb_condition_fill telea --compile --init_from runs/dm256/export
     python scripts/train_default_model.py --work runs/dm_depth --export runs/dm_depth/export --resolution 256 \
         --batch 32 --steps 500 --hole_weight 8 --depth_condition_fill ns --compile --init_from runs/dm_fill/export
-    python scripts/train_default_model.py --work runs/dm_depth2 --resolution 256 --batch 32 --steps 450 \
-        --hole_weight 8 --compile --init_from runs/dm_depth/export --sampling_steps 2 --sampler euler
-    python scripts/train_default_model.py --work /tmp/dm --time_budget 420 --batch 32   # as many steps as fit
+    python scripts/train_default_model.py --work runs/dm_depth2 --export runs/dm_depth2/export --resolution 256 \
+        --batch 32 --steps 450 --hole_weight 8 --compile --init_from runs/dm_depth/export --sampling_steps 2 \
+        --sampler euler
+    # then its depth refiner (a learnt full-resolution correction of the depth holes, fitted to this model's outputs
+    # on the 256x512 training rooms; 5 min on one GPU), exported into the package
+    python scripts/train_depth_refiner.py --model_dir runs/dm_depth2/export --data runs/dm256/data \
+        --width 16 --steps 3000 --batch 16 --epochs 4 --device cuda
+    # a run of its own: as many steps as fit 7 minutes
+    python scripts/train_default_model.py --work /tmp/dm --time_budget 420 --batch 32
 
 1. `panowan synth`: training rooms (seed --train_seed) at --resolution x 2*resolution, 9 views each, into
    --data (default WORK/data); skipped when an earlier run finished that folder, so that runs side by side share it;
