@@ -2,7 +2,8 @@
 
 `complete_room` builds the per-stream conditions (RGB, and depth as a grey video), samples both streams
 from independent seeded noise (`sample.sampler.sample_flow`), decodes, lets the model's depth refiner (if it
-has one) correct the depth in the holes, converts depth back to metres with the room's `DepthNorm`, and composites the known pixels back (mask 1 = known) unless `composite=False`.
+has one) correct the depth in the holes, converts depth back to metres with the room's `DepthNorm`, and
+composites the known pixels back (mask 1 = known) unless `composite=False`.
 
 Output layout of one room (`write_room`), shared by `panowan infer` and the baselines so that one metric
 code evaluates both:
@@ -24,7 +25,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,6 +36,9 @@ from panowan.models.presets import fill_fields
 from panowan.parallel.exchange import STREAMS, other_stream
 from panowan.sample.sampler import roll_w, sample_flow, stream_noise
 from panowan.utils.timing import PhaseTimer, disabled_timer
+
+if TYPE_CHECKING:
+    from panowan.models.refiner import DepthRefiner
 
 DEPTH_PNG_SCALE = 1000.0  # metres -> millimetres in the 16-bit PNG
 SPATIAL = 8  # pixels per latent cell (Wan's VAE and the analytic codec)
@@ -135,8 +139,7 @@ def complete_room(
 
     `encoder` is a `ConditioningEncoder` (`encode(prompts, first_frames_B3HW in [-1, 1])`); guidance > 1
     adds an unconditional pass with `negative_prompt`. The model must hold both streams. `refine=False` skips
-    the model's depth refiner (if it has one). `timer` (optional,
-    `panowan.utils.timing.PhaseTimer`) receives the seconds of the phases "vae_encode",
+    the model's depth refiner (if it has one). `timer` (optional, `panowan.utils.timing.PhaseTimer`) receives the seconds of the phases "vae_encode",
     "encoders" (text + image), "denoise" and "vae_decode"; nothing of it goes into the `Completion`.
     """
     timer = timer or disabled_timer()
@@ -188,7 +191,7 @@ def finish_completion(
     composite: bool,
     settings: dict,
     filled: frozenset[str] = frozenset(),
-    refiner=None,
+    refiner: DepthRefiner | None = None,
 ) -> Completion:
     """Decode both streams, depth back to metres, composite the known pixels (mask 1) unless told not to.
     `filled`: these streams are decoded as a correction of their filled condition (`conditioning.decode_filled`).
@@ -220,7 +223,9 @@ def finish_completion(
     )  # fmt: skip
 
 
-def refine_depth(refiner, depth_n_F1HW: torch.Tensor, rgb_F3HW: torch.Tensor, sample) -> torch.Tensor:
+def refine_depth(
+    refiner: DepthRefiner, depth_n_F1HW: torch.Tensor, rgb_F3HW: torch.Tensor, sample
+) -> torch.Tensor:
     """The refiner's normalised depth `F,1,H,W` from the decoded depth and RGB (clamped to [-1, 1], as the
     refiner was trained on them: `panowan.train.refiner`) and the sample's filled condition and mask."""
     param = next(refiner.parameters())
