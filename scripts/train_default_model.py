@@ -1,4 +1,4 @@
-"""The recipe of the embedded default model (panowan/assets/default_model.*), end to end.
+r"""The recipe of the embedded default model (panowan/assets/default_model.*), end to end.
 
     # the shipped model, in five diffusion runs and a refiner fit: 64x128 (40 min on 2 CPU cores), then four at
     # 256x512 (5-9 min each on one GPU): the second with the Telea-filled RGB condition, the third with the

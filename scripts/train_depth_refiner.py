@@ -1,6 +1,6 @@
-"""Fit a depth refiner to an exported model and export the pair (the last stage of the default model's recipe).
+r"""Fit a depth refiner to an exported model and export the pair (the last stage of the default model's recipe).
 
-    # the shipped refiner (one GPU; the training rooms of the diffusion runs, 256x512)
+    # the shipped refiner (the defaults; one GPU, 5 minutes; the training rooms of the diffusion runs, 256x512)
     panowan synth --out DATA --rooms 96 --views 9 --height 256 --width 512 --seed 0; panowan prepare --data_root DATA
     python scripts/train_depth_refiner.py --model_dir runs/dm_depth2/export --data DATA --out runs/refined \
         --eval_data VAL --device cuda

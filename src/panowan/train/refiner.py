@@ -29,7 +29,7 @@ class RefinerConfig:
     """Channels of the refiner at full resolution (`DepthRefiner(width)`)."""
     steps: int = 3000
     """Optimiser steps."""
-    batch: int = 8
+    batch: int = 16
     """Views per step."""
     lr: float = 1e-3
     """Peak learning rate (linear warm-up over the first 5% of the steps, then cosine to zero). At 2e-3 three
