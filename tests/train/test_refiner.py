@@ -175,7 +175,9 @@ def test_script_exports_the_model_with_its_fitted_refiner(prepared_root, tmp_pat
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(SCRIPT), run_name="__main__")
     source = infer_cmd.embedded_source(tmp_path / "out")
-    assert source.model_config.depth_refiner_width == 2
+    assert source.model_config.depth_refiner_width == 2 and source.description.endswith(
+        "with its depth refiner"
+    )
     record = source.train_config["depth_refiner"]
     assert record["config"]["steps"] == 3 and record["views"] == 4 and record["sampling"]["steps"] == 1
     assert {"hole_absrel_fill", "hole_absrel_model", "hole_absrel_refined"} <= set(record["eval"])

@@ -199,8 +199,12 @@ def embedded_source(folder: str | os.PathLike | None = None) -> ModelSource:
     meta, weights = read_exported(root)
     check_sampling(meta.get("sampling", {}), str(root / EMBEDDED_CONFIG))
     lora = None if meta["lora"] is None else LoraSettings.from_dict(meta["lora"])
-    return ModelSource("embedded", DualStreamConfig.from_dict(meta["model"]), lora, weights,
-                       meta.get("train", {}), f"embedded model {weights}", meta.get("sampling", {}))  # fmt: skip
+    config = DualStreamConfig.from_dict(meta["model"])
+    described = f"embedded model {weights}" + (
+        " with its depth refiner" if config.depth_refiner_width else ""
+    )
+    return ModelSource("embedded", config, lora, weights, meta.get("train", {}), described,
+                       meta.get("sampling", {}))  # fmt: skip
 
 
 def build_model(source: ModelSource, base_model_dir: str | None, device, dtype, groups=None):
