@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from panowan.models.refiner import DepthRefiner
+from panowan.models.refiner import DepthRefiner, refiner_inputs
 
 
 def _inputs(frames: int = 3, height: int = 16, width: int = 32, seed: int = 0):
@@ -30,13 +30,13 @@ def _perturbed(width: int = 4, seed: int = 1) -> DepthRefiner:
 
 def test_fresh_refiner_is_the_identity():
     depth, cond, mask, rgb = _inputs()
-    assert torch.equal(DepthRefiner(4)(depth, cond, mask, rgb), depth)
+    assert torch.equal(DepthRefiner(4)(refiner_inputs(depth, cond, mask, rgb)), depth)
 
 
 def test_refiner_changes_the_holes_only():
     depth, cond, mask, rgb = _inputs()
     with torch.no_grad():
-        out = _perturbed()(depth, cond, mask, rgb)
+        out = _perturbed()(refiner_inputs(depth, cond, mask, rgb))
     known = mask.bool()
     assert torch.equal(out[known], depth[known])
     assert (out[~known] - depth[~known]).abs().min() > 0
@@ -48,15 +48,17 @@ def test_refiner_wraps_the_erp_seam():
     inputs = _inputs(width=64)
     refiner = _perturbed()
     with torch.no_grad():
-        out = refiner(*inputs)
+        out = refiner(refiner_inputs(*inputs))
         for shift in (8, 24):
-            turned = refiner(*(torch.roll(x, shift, dims=-1) for x in inputs))
+            turned = refiner(refiner_inputs(*(torch.roll(x, shift, dims=-1) for x in inputs)))
             torch.testing.assert_close(turned, torch.roll(out, shift, dims=-1), rtol=1e-5, atol=1e-5)
 
 
 def test_refiner_refuses_sizes_it_cannot_halve():
     with pytest.raises(ValueError, match="divisible by 8"):
-        DepthRefiner(4)(*_inputs(height=12))
+        DepthRefiner(4)(refiner_inputs(*_inputs(height=12)))
+    with pytest.raises(ValueError, match="F,6,H,W"):
+        DepthRefiner(4)(_inputs()[0])
     with pytest.raises(ValueError, match="width >= 1"):
         DepthRefiner(0)
 

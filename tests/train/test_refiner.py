@@ -62,11 +62,10 @@ def test_fit_learns_the_hole_bias_deterministically():
     examples = _biased_examples()
     config = RefinerConfig(width=4, steps=120, batch=4, lr=1e-2)
     refiner, losses = fit_refiner(examples, config, progress=False)
-    everything = torch.arange(len(examples))
     x = examples.inputs_NCHW
     with torch.no_grad():
-        before = hole_log_l1(x[:, :1], examples, everything)
-        after = hole_log_l1(refiner(x[:, :1], x[:, 1:2], x[:, 2:3], x[:, 3:]), examples, everything)
+        before = hole_log_l1(x[:, :1], examples)
+        after = hole_log_l1(refiner(x), examples)
     assert abs(float(before) - 0.3) < 1e-5
     assert float(after) < 0.1, float(after)
     assert len(losses) == 120 and np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
@@ -84,7 +83,7 @@ def test_hole_log_l1_counts_valid_hole_pixels_only():
     pred = x[:, :1].clone()
     pred[0] += 5  # wrong everywhere in the view without ground truth
     pred[1][x[1, 2:3] > 0.5] += 5  # wrong only where view 1 is known
-    assert abs(float(hole_log_l1(pred, examples, torch.arange(2))) - 0.3) < 1e-5
+    assert abs(float(hole_log_l1(pred, examples)) - 0.3) < 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +121,7 @@ def test_examples_are_what_the_sampler_feeds_the_refiner(prepared_root, tiny_mod
         model.attach_depth_refiner(None)
     x = examples.inputs_NCHW[4:]
     with torch.no_grad():
-        want = refiner(x[:, :1], x[:, 1:2], x[:, 2:3], x[:, 3:]).clamp(-1, 1)
+        want = refiner(x).clamp(-1, 1)
     got = sample.depth_norm.normalize(refined.raw_depth_m_F1HW[1:].double()).float()
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
     assert refined.settings["depth_refiner"] is True

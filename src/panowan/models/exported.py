@@ -64,7 +64,7 @@ def init_from_exported(model: DualStreamWan, folder: str | os.PathLike) -> dict[
     The architectures must agree (`NOT_ARCHITECTURE` aside); an export that kept its LoRA separate
     cannot start a run (export it compact, LoRA folded in).
     """
-    from panowan.models.presets import NOT_ARCHITECTURE, DualStreamConfig
+    from panowan.models.presets import FITTED_APART, NOT_ARCHITECTURE, DualStreamConfig
 
     meta, weights = read_exported(folder)
     if model.lora_settings is not None:
@@ -74,7 +74,7 @@ def init_from_exported(model: DualStreamWan, folder: str | os.PathLike) -> dict[
             f"{folder}: its LoRA is stored apart from the base; export it compact (LoRA folded in)"
         )
     exported = DualStreamConfig.from_dict(meta["model"])
-    diff = model.config.differences(exported, ignore=(*NOT_ARCHITECTURE, "depth_refiner_width"))
+    diff = model.config.differences(exported, ignore=(*NOT_ARCHITECTURE, *FITTED_APART))
     if diff:
         raise ValueError(f"{folder}: exported for another model configuration (differs in {diff})")
     if exported.depth_refiner_width:

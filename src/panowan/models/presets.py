@@ -17,6 +17,9 @@ CONDITION_FILLS = ("zero", "telea", "ns")
 """What a stream's condition may hold in its holes: zeros (Wan I2V), or OpenCV's Telea or Navier-Stokes fill."""
 NOT_ARCHITECTURE = ("init_seed", "rgb_condition_fill", "depth_condition_fill")
 """`DualStreamConfig` fields that do not change the weights' shapes: a run may start from a model that differs in them."""
+FITTED_APART = ("depth_refiner_width",)
+"""`DualStreamConfig` fields of parts fitted after the diffusion model, to its outputs: a run that starts from an
+exported model leaves them behind (`models.exported.init_from_exported`)."""
 ANALYTIC_POOLS = (1, 2, 4, 8)
 
 

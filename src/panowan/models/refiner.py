@@ -6,8 +6,8 @@ background it uncovers). A block correction cannot reach those pixels: even a pe
 leaves most of that error (BENCHMARKS.md, "codec bound"). The refiner works at full resolution on what the
 sampler has decoded, and changes the holes only.
 
-Inputs, all `F,C,H,W` in the model's normalised space (`RoomDataset`'s): the decoded depth and RGB (clamped
-to [-1, 1]), the filled depth condition and the mask (1 = known). Output: the depth with
+Input (`refiner_inputs`), `F,6,H,W` in the model's normalised space (`RoomDataset`'s): the decoded depth and
+RGB (clamped to [-1, 1]), the filled depth condition and the mask (1 = known). Output: the depth with
 `(1 - mask) * correction` added. Its last layer starts at zero, so a fresh refiner changes nothing.
 It is trained apart from the diffusion model, on that model's own outputs (`panowan.train.refiner`).
 ERP: columns wrap around at the seam, rows replicate at the poles (`codec.pad_erp`).
@@ -24,7 +24,17 @@ from panowan.models.codec import pad_erp
 REFINER_LEVELS = 3
 """Resolution levels below the full one; H and W must be multiples of 2**levels."""
 IN_CHANNELS = 6
-"""decoded depth 1 + filled depth condition 1 + mask 1 + decoded RGB 3."""
+"""decoded depth 1 + filled depth condition 1 + mask 1 + decoded RGB 3 (`refiner_inputs`)."""
+MASK_CHANNEL = 2
+"""Channel of the mask (1 = known) in the refiner's input."""
+
+
+def refiner_inputs(
+    depth_F1HW: torch.Tensor, cond_depth_F1HW: torch.Tensor, mask_F1HW: torch.Tensor, rgb_F3HW: torch.Tensor
+) -> torch.Tensor:
+    """The refiner's input `F,6,H,W`: the decoded depth and RGB clamped to [-1, 1] (as the sampler outputs
+    them), the filled depth condition and the mask. The sampler and the fit both build it here."""
+    return torch.cat([depth_F1HW.clamp(-1, 1), cond_depth_F1HW, mask_F1HW, rgb_F3HW.clamp(-1, 1)], dim=1)
 
 
 class _ErpConv(nn.Module):
@@ -59,19 +69,17 @@ class DepthRefiner(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(
-        self,
-        depth_F1HW: torch.Tensor,
-        cond_depth_F1HW: torch.Tensor,
-        mask_F1HW: torch.Tensor,
-        rgb_F3HW: torch.Tensor,
-    ) -> torch.Tensor:
-        """The refined normalised depth `F,1,H,W` (equal to `depth_F1HW` wherever the mask is 1)."""
-        h, w = depth_F1HW.shape[-2:]
+    def forward(self, inputs_F6HW: torch.Tensor) -> torch.Tensor:
+        """The refined normalised depth `F,1,H,W` of `refiner_inputs(...)` (equal to the input depth wherever
+        the mask is 1)."""
+        if inputs_F6HW.dim() != 4 or inputs_F6HW.shape[1] != IN_CHANNELS:
+            raise ValueError(
+                f"DepthRefiner takes refiner_inputs(...), F,{IN_CHANNELS},H,W; got {tuple(inputs_F6HW.shape)}"
+            )
+        h, w = inputs_F6HW.shape[-2:]
         if h % 2**self.levels or w % 2**self.levels:
             raise ValueError(f"DepthRefiner needs H and W divisible by {2**self.levels}, got {h}x{w}")
-        dtype = self.out.weight.dtype
-        x = torch.cat([depth_F1HW, cond_depth_F1HW, mask_F1HW, rgb_F3HW], dim=1).to(dtype)
+        x = inputs_F6HW.to(self.out.weight.dtype)
         # 1. encoder: full resolution, then halve per level
         skips = [self.down[0](x)]
         for block in self.down[1:]:
@@ -81,5 +89,5 @@ class DepthRefiner(nn.Module):
         for k in reversed(range(self.levels)):
             y = self.up[k](torch.cat([skips[k], F.interpolate(y, scale_factor=2, mode="nearest")], dim=1))
         # 3. a correction of the holes only
-        hole = 1 - mask_F1HW.to(dtype)
-        return (x[:, :1] + hole * self.out(y)).to(depth_F1HW.dtype)
+        hole = 1 - x[:, MASK_CHANNEL : MASK_CHANNEL + 1]
+        return (x[:, :1] + hole * self.out(y)).to(inputs_F6HW.dtype)

@@ -25,7 +25,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,12 +33,10 @@ import torch
 from panowan.geometry.pose import Pose, relative_poses, stack_poses
 from panowan.models.conditioning import frames_to_video
 from panowan.models.presets import fill_fields
+from panowan.models.refiner import DepthRefiner, refiner_inputs
 from panowan.parallel.exchange import STREAMS, other_stream
 from panowan.sample.sampler import roll_w, sample_flow, stream_noise
 from panowan.utils.timing import PhaseTimer, disabled_timer
-
-if TYPE_CHECKING:
-    from panowan.models.refiner import DepthRefiner
 
 DEPTH_PNG_SCALE = 1000.0  # metres -> millimetres in the 16-bit PNG
 SPATIAL = 8  # pixels per latent cell (Wan's VAE and the analytic codec)
@@ -139,8 +137,9 @@ def complete_room(
 
     `encoder` is a `ConditioningEncoder` (`encode(prompts, first_frames_B3HW in [-1, 1])`); guidance > 1
     adds an unconditional pass with `negative_prompt`. The model must hold both streams. `refine=False` skips
-    the model's depth refiner (if it has one). `timer` (optional, `panowan.utils.timing.PhaseTimer`) receives the seconds of the phases "vae_encode",
-    "encoders" (text + image), "denoise" and "vae_decode"; nothing of it goes into the `Completion`.
+    the model's depth refiner (if it has one). `timer` (optional, `panowan.utils.timing.PhaseTimer`) receives
+    the seconds of the phases "vae_encode", "encoders" (text + image), "denoise" and "vae_decode"; nothing of it
+    goes into the `Completion`.
     """
     timer = timer or disabled_timer()
     param = next(model.parameters())
@@ -202,11 +201,12 @@ def finish_completion(
     batch = _batched(sample) if filled else None
     cond = {s: condition_video(batch, s).to(lat.device, lat.dtype) if s in filled else None for s in STREAMS}
     with torch.no_grad():
-        rgb = decode_filled(codec, lat, cond["rgb"])[0].transpose(0, 1).float().cpu()  # F,3,H,W in [-1,1]
+        rgb = decode_filled(codec, lat, cond["rgb"])[0].transpose(0, 1).float()  # F,3,H,W in [-1,1]
         depth_video = decode_filled(codec, latents["depth"], cond["depth"])
-        depth_n = video_to_depth(depth_video)[0].transpose(0, 1).float().cpu()  # F,1,H,W
-        if refiner is not None:
+        depth_n = video_to_depth(depth_video)[0].transpose(0, 1).float()  # F,1,H,W
+        if refiner is not None:  # on the model's device, before anything leaves it
             depth_n = refine_depth(refiner, depth_n, rgb, sample)
+        rgb, depth_n = rgb.cpu(), depth_n.cpu()
     raw_rgb = ((rgb.clamp(-1, 1) + 1) / 2).contiguous()
     raw_depth = sample.depth_norm.denormalize(depth_n.clamp(-1, 1)).float()
     known = sample.mask > 0.5
@@ -226,13 +226,12 @@ def finish_completion(
 def refine_depth(
     refiner: DepthRefiner, depth_n_F1HW: torch.Tensor, rgb_F3HW: torch.Tensor, sample
 ) -> torch.Tensor:
-    """The refiner's normalised depth `F,1,H,W` from the decoded depth and RGB (clamped to [-1, 1], as the
-    refiner was trained on them: `panowan.train.refiner`) and the sample's filled condition and mask."""
-    param = next(refiner.parameters())
-    inputs = (depth_n_F1HW.clamp(-1, 1), sample.cond_depth, sample.mask, rgb_F3HW.clamp(-1, 1))
+    """The refiner's normalised depth `F,1,H,W` (float32, on the decoded depth's device) from the decoded depth
+    and RGB and the sample's filled condition and mask (`models.refiner.refiner_inputs`)."""
+    device = depth_n_F1HW.device
+    inputs = refiner_inputs(depth_n_F1HW, sample.cond_depth.to(device), sample.mask.to(device), rgb_F3HW)
     with torch.no_grad():
-        out = refiner(*(x.to(param.device, param.dtype) for x in inputs))
-    return out.float().cpu()
+        return refiner(inputs.to(next(refiner.parameters()).device)).float().to(device)
 
 
 # ------------------------------------------------------------------------------------------- writing

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from panowan.models.refiner import IN_CHANNELS, DepthRefiner
+from panowan.models.refiner import MASK_CHANNEL, DepthRefiner, refiner_inputs
 
 
 @dataclass
@@ -57,7 +57,7 @@ class RefinerExamples:
     """N views: the refiner's inputs and the ground truth, in the rooms' normalised depth space."""
 
     inputs_NCHW: torch.Tensor
-    """decoded depth, filled depth condition, mask (1 = known), decoded RGB: `IN_CHANNELS` channels."""
+    """The refiner's input (`refiner_inputs`): decoded depth, filled depth condition, mask (1 = known), RGB."""
     target_N1HW: torch.Tensor
     """Normalised ground-truth depth."""
     valid_N1HW: torch.Tensor
@@ -73,6 +73,18 @@ class RefinerExamples:
     def to(self, device: torch.device | str) -> RefinerExamples:
         return RefinerExamples(*(getattr(self, k).to(device) for k in _FIELDS))
 
+    def select(self, index: torch.Tensor, shift: int = 0) -> RefinerExamples:
+        """The views `index`, their panoramas turned by `shift` columns (a yaw rotation: ERP columns wrap)."""
+        index = index.to(self.inputs_NCHW.device)
+        pick = lambda k: getattr(self, k)[index]  # noqa: E731
+        turn = lambda t: torch.roll(t, shift, dims=-1) if shift else t  # noqa: E731
+        return RefinerExamples(turn(pick("inputs_NCHW")), turn(pick("target_N1HW")), turn(pick("valid_N1HW")),
+                               pick("center_N"), pick("half_range_N"))  # fmt: skip
+
+    def holes(self) -> torch.Tensor:
+        """`N,1,H,W` bool: hole pixels (mask 0) whose ground truth is valid, the pixels every score counts."""
+        return (self.inputs_NCHW[:, MASK_CHANNEL : MASK_CHANNEL + 1] < 0.5) & self.valid_N1HW
+
     @staticmethod
     def cat(parts: list[RefinerExamples]) -> RefinerExamples:
         if not parts:
@@ -86,10 +98,8 @@ _FIELDS = ("inputs_NCHW", "target_N1HW", "valid_N1HW", "center_N", "half_range_N
 def examples_of(sample, completion) -> RefinerExamples:
     """The examples of one completed room (views 1.., whose conditions have holes)."""
     norm = sample.depth_norm
-    depth = norm.normalize(completion.raw_depth_m_F1HW.double()).float().clamp(-1, 1)
-    rgb = completion.raw_rgb_F3HW * 2 - 1
-    inputs = torch.cat([depth, sample.cond_depth, sample.mask, rgb], dim=1)[1:]
-    assert inputs.shape[1] == IN_CHANNELS
+    depth = norm.normalize(completion.raw_depth_m_F1HW.double()).float()
+    inputs = refiner_inputs(depth, sample.cond_depth, sample.mask, completion.raw_rgb_F3HW * 2 - 1)[1:]
     n = inputs.shape[0]
     return RefinerExamples(
         inputs_NCHW=inputs,
@@ -136,16 +146,10 @@ def collect_examples(
     return RefinerExamples.cat(parts)
 
 
-def hole_log_l1(pred_N1HW, examples: RefinerExamples, index: torch.Tensor, shift: int = 0) -> torch.Tensor:
-    """Mean |log d - log d*| over the hole pixels with valid ground truth of the views `index` (rolled by
-    `shift` columns like the prediction)."""
-    roll = lambda t: torch.roll(t, shift, dims=-1)  # noqa: E731
-    device = pred_N1HW.device
-    target = roll(examples.target_N1HW[index].to(device))
-    mask = roll(examples.inputs_NCHW[index, 2:3].to(device))
-    weight = (mask < 0.5) & roll(examples.valid_N1HW[index].to(device))
-    half_range = examples.half_range_N[index].to(device).view(-1, 1, 1, 1)
-    err = (pred_N1HW.float() - target).abs() * half_range
+def hole_log_l1(pred_N1HW: torch.Tensor, examples: RefinerExamples) -> torch.Tensor:
+    """Mean |log d - log d*| over the hole pixels with valid ground truth of `examples`."""
+    weight = examples.holes()
+    err = (pred_N1HW.float() - examples.target_N1HW).abs() * examples.half_range_N.view(-1, 1, 1, 1)
     return (err * weight).sum() / weight.sum().clamp(min=1)
 
 
@@ -176,11 +180,10 @@ def fit_refiner(
         examples = examples.to(device)
     losses = []
     for _ in tqdm(range(config.steps), desc="refiner", unit="step", disable=not progress):
-        index = torch.randint(len(examples), (config.batch,), generator=gen).to(examples.inputs_NCHW.device)
+        index = torch.randint(len(examples), (config.batch,), generator=gen)
         shift = int(torch.randint(width, (1,), generator=gen))
-        x = torch.roll(examples.inputs_NCHW[index].to(device), shift, dims=-1)
-        pred = refiner(x[:, :1], x[:, 1:2], x[:, 2:3], x[:, 3:])
-        loss = hole_log_l1(pred, examples, index, shift)
+        batch = examples.select(index, shift).to(device)
+        loss = hole_log_l1(refiner(batch.inputs_NCHW), batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -189,13 +192,14 @@ def fit_refiner(
     return refiner.eval().requires_grad_(False), losses
 
 
-def _absrel(depth_n_1HW, examples: RefinerExamples, k: int) -> float | None:
-    """Hole AbsRel in metres of one view, or None without valid hole pixels."""
-    hole = (examples.inputs_NCHW[k, 2:3] < 0.5) & examples.valid_N1HW[k]
+def _absrel(depth_n_1HW: torch.Tensor, view: RefinerExamples) -> float | None:
+    """Hole AbsRel in metres of a one-view `view`, or None without valid hole pixels."""
+    hole = view.holes()[0]
     if not hole.any():
         return None
-    to_m = lambda n: torch.exp(n.double() * float(examples.half_range_N[k]) + float(examples.center_N[k]))  # noqa: E731
-    pred, truth = to_m(depth_n_1HW)[hole], to_m(examples.target_N1HW[k])[hole]
+    center, half_range = float(view.center_N[0]), float(view.half_range_N[0])
+    to_m = lambda n: torch.exp(n.double() * half_range + center)  # noqa: E731
+    pred, truth = to_m(depth_n_1HW.cpu())[hole], to_m(view.target_N1HW[0])[hole]
     return float(((pred - truth).abs() / truth).mean())
 
 
@@ -204,10 +208,14 @@ def evaluate_refiner(refiner: DepthRefiner, examples: RefinerExamples, device="c
     """Mean hole AbsRel (metres, per view) of the depth condition's fill, the model, and the refined model."""
     scores: dict[str, list[float]] = {"fill": [], "model": [], "refined": []}
     for k in range(len(examples)):
-        x = examples.inputs_NCHW[k : k + 1].to(device)
-        refined = refiner(x[:, :1], x[:, 1:2], x[:, 2:3], x[:, 3:])[0].cpu().clamp(-1, 1)
-        for name, depth in (("fill", x[0, 1:2].cpu()), ("model", x[0, :1].cpu()), ("refined", refined)):
-            value = _absrel(depth, examples, k)
+        view = examples.select(torch.tensor([k]))
+        refined = refiner(view.inputs_NCHW.to(device))[0].clamp(-1, 1)
+        for name, depth in (
+            ("fill", view.inputs_NCHW[0, 1:2]),
+            ("model", view.inputs_NCHW[0, :1]),
+            ("refined", refined),
+        ):
+            value = _absrel(depth, view)
             if value is not None:
                 scores[name].append(value)
     return {f"hole_absrel_{name}": sum(v) / len(v) for name, v in scores.items() if v}
