@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 
@@ -126,3 +127,21 @@ def test_box_face_range_matches_plane_distance():
     dirs = _reference_dirs(32, 64)
     for v, u in ((15, 31), (16, 32), (17, 30)):
         assert rng[v, u] == pytest.approx(1.0 / dirs[v, u, 2], rel=1e-6)
+
+
+# sha256 over (relative path, NUL, bytes) of every room file that `synth_rooms(out, 2, 3, 16, 32, seed=0)`
+# wrote before the "hard" generator existed: the "easy" generator must stay bit-for-bit what it was.
+EASY_ROOMS_SHA256 = "745bbf3f69da86c3dd2bcc6fe864360e12a70dcb68ab51d9d97714716aa43b65"
+
+
+def _tree_sha256(root) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != "synth_stats.json")
+    for p in files:
+        digest.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes())
+    return len(files), digest.hexdigest()
+
+
+def test_easy_rooms_are_bit_for_bit_what_they_were(tmp_path):
+    synth_rooms(tmp_path, 2, 3, 16, 32, seed=0)
+    assert _tree_sha256(tmp_path) == (24, EASY_ROOMS_SHA256)
