@@ -1,149 +1,68 @@
 """The room dataset: validated rooms -> `Sample`s of selected views in model order.
 
-Contract (docs/ARCHITECTURE.md). One `Sample` is one room, F selected views (F = 4k + 1, view 0 first):
-
-- `rgb` [F,3,H,W] float32 in [-1, 1]: ground truth (output/panorama_XXXX.png).
-- `depth` [F,1,H,W] float32: ground-truth range normalised by the room's `DepthNorm`, clamped to
-  [-1, 1]; 0 where `depth_valid` is False (never interpret those values).
-- `depth_valid` [F,1,H,W] bool: ground-truth depth finite and > 0 (0 marks a hole in the file).
-- `cond_rgb` [F,3,H,W] float32 in [-1, 1]: view 0 reprojected into each view, unknown pixels 0 (or, with
-  `cond_fill="telea"` or "ns", OpenCV's fill of them); view 0 is its full input panorama.
-- `cond_depth` [F,1,H,W] float32: normalised reprojected range, unknown 0 (or `cond_depth_fill`'s fill).
-- `mask` [F,1,H,W] float32: 1 where the conditioning is known; all ones for view 0.
-- `plucker` [F,6,H,W] float32: Plücker maps relative to view 0.
-- `prompt` (description.txt), `room_id` ("area/room"), `view_indices` (original view numbers, model
-  order), `depth_norm` (`DepthNorm`).
-
-Depth values in files: ground truth and view 0's input must be finite and >= 0 (0 = hole); NaN, inf or
-negative values are refused with a `RoomError`. Conditioning depth: without a mask file 0 / non-finite is
-a hole; with a mask file every pixel the mask marks known must have a finite depth > 0.
+This module holds `RoomDataset` (sample assembly and its in-memory caches), frame selection and view order,
+and the (masked) resizing of views. The `Sample` contract (shapes and ranges of every field, `DepthNorm`,
+`Batch`, `collate`) is in `panowan.data.sample`; room validation and the depth / mask value checks
+(`validate_room`, `RoomInfo`, `check_full_depth`, `known_mask`) are in `panowan.data.room_checks`. Every
+name that lived here is still importable from here.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from panowan.data.io import depth_header, png_header, read_depth, read_mask, read_rgb
-from panowan.data.layout import RoomError, RoomPaths, discover_views, require_file, scan_rooms
-from panowan.geometry.pose import Pose, PoseFormat, load_pose, stack_poses
+from panowan.data.io import read_depth, read_mask, read_rgb
+from panowan.data.layout import RoomError, discover_views, scan_rooms
+from panowan.data.room_checks import (
+    ZERO_DEPTH_TOLERANCE,
+    RoomInfo,
+    _load_pose,
+    _same_size,
+    check_full_depth,
+    known_mask,
+    validate_room,
+)
+from panowan.data.sample import LOG_MARGIN, MIN_HALF_RANGE, Batch, DepthNorm, Sample, _param, collate
+from panowan.geometry.pose import Pose, PoseFormat, stack_poses
 from panowan.models.presets import CONDITION_FILLS
+
+__all__ = [
+    "LOG_MARGIN",
+    "MIN_HALF_RANGE",
+    "MIN_VIEWS",
+    "ZERO_DEPTH_TOLERANCE",
+    "Batch",
+    "DepthNorm",
+    "RoomDataset",
+    "RoomInfo",
+    "Sample",
+    "_load_pose",
+    "_normalised",
+    "_param",
+    "_plucker",
+    "_same_size",
+    "_to_unit",
+    "check_full_depth",
+    "collate",
+    "frame_count",
+    "known_mask",
+    "path_order",
+    "resize_masked",
+    "resize_rgb",
+    "select_frames",
+    "validate_room",
+]
 
 log = logging.getLogger(__name__)
 
 MIN_VIEWS = 5
-LOG_MARGIN = math.log(2.0)
-"""Margin (in log-depth) added on each side of view 0's depth range: depths from half view 0's minimum
-to twice its maximum map into [-1, 1]."""
-MIN_HALF_RANGE = 0.25
-ZERO_DEPTH_TOLERANCE = 0.01
-"""Fraction of mask-known pixels allowed to have depth exactly 0 (treated as unknown) before refusing."""
-
-
-# ---------------------------------------------------------------------------------------- depth scale
-def _param(x, like):
-    """A DepthNorm parameter ready to broadcast against `like`: [B] tensors get trailing singleton dims."""
-    if isinstance(x, torch.Tensor):
-        x = x.to(like.device) if isinstance(like, torch.Tensor) else x.numpy()
-        if x.ndim == 1 and like.ndim > 1:
-            x = x.reshape(x.shape + (1,) * (like.ndim - 1))
-    return x
-
-
-@dataclass(frozen=True)
-class DepthNorm:
-    """Log-affine depth normalisation of one room: `n = (log d - center) / half_range`.
-
-    `center`, `half_range`: floats (one room) or [B] tensors (a batch; they broadcast over the leading dim).
-    Holes have no normalised value: they are carried by masks only.
-    """
-
-    center: float | torch.Tensor
-    half_range: float | torch.Tensor
-
-    @staticmethod
-    def from_depth(range_HW: np.ndarray, margin: float = LOG_MARGIN) -> DepthNorm:
-        """From the known (finite, > 0) pixels of view 0's range: its log range plus `margin` -> [-1, 1]."""
-        known = range_HW[np.isfinite(range_HW) & (range_HW > 0)]
-        assert known.size > 0, "DepthNorm needs at least one known depth"
-        lo, hi = np.log(float(known.min())), np.log(float(known.max()))
-        return DepthNorm(float((lo + hi) / 2), float(max((hi - lo) / 2 + margin, MIN_HALF_RANGE)))
-
-    def normalize(self, depth):
-        """Metres -> normalised (same type and dtype as `depth`); only meaningful where depth > 0."""
-        center, half = _param(self.center, depth), _param(self.half_range, depth)
-        if isinstance(depth, torch.Tensor):
-            return ((torch.log(depth.double()) - center) / half).to(depth.dtype)
-        return ((np.log(np.asarray(depth, dtype=np.float64)) - center) / half).astype(np.asarray(depth).dtype)
-
-    def denormalize(self, normalized):
-        """Normalised -> metres (the exact inverse of `normalize`)."""
-        center, half = _param(self.center, normalized), _param(self.half_range, normalized)
-        if isinstance(normalized, torch.Tensor):
-            return torch.exp(normalized.double() * half + center).to(normalized.dtype)
-        return np.exp(np.asarray(normalized, dtype=np.float64) * half + center).astype(
-            np.asarray(normalized).dtype
-        )
-
-
-# ------------------------------------------------------------------------------------------ samples
-@dataclass
-class Sample:
-    """One room's selected views in model order (see the module docstring for shapes and ranges)."""
-
-    rgb: torch.Tensor
-    depth: torch.Tensor
-    depth_valid: torch.Tensor
-    cond_rgb: torch.Tensor
-    cond_depth: torch.Tensor
-    mask: torch.Tensor
-    plucker: torch.Tensor
-    prompt: str
-    room_id: str
-    view_indices: list[int]
-    depth_norm: DepthNorm
-
-
-@dataclass
-class Batch:
-    """`Sample` fields with a leading B on every tensor; `depth_norm` holds [B] float64 tensors."""
-
-    rgb: torch.Tensor
-    depth: torch.Tensor
-    depth_valid: torch.Tensor
-    cond_rgb: torch.Tensor
-    cond_depth: torch.Tensor
-    mask: torch.Tensor
-    plucker: torch.Tensor
-    prompt: list[str]
-    room_id: list[str]
-    view_indices: list[list[int]]
-    depth_norm: DepthNorm
-
-
-def collate(samples: list[Sample]) -> Batch:
-    """Stack samples (same F, H, W) into a Batch."""
-    out = {}
-    for f in fields(Sample):
-        values = [getattr(s, f.name) for s in samples]
-        if isinstance(values[0], torch.Tensor):
-            out[f.name] = torch.stack(values)
-        elif f.name == "depth_norm":
-            out[f.name] = DepthNorm(
-                torch.tensor([float(v.center) for v in values], dtype=torch.float64),
-                torch.tensor([float(v.half_range) for v in values], dtype=torch.float64),
-            )
-        else:
-            out[f.name] = list(values)
-    return Batch(**out)
 
 
 # ---------------------------------------------------------------------------------- frame selection
@@ -200,117 +119,6 @@ def resize_masked(
     valid = weight > 1e-6
     out = np.where(valid[..., None], summed / np.maximum(weight, 1e-6)[..., None], 0).astype(np.float32)
     return out, valid
-
-
-# ---------------------------------------------------------------------------------------- validation
-@dataclass
-class RoomInfo:
-    """A validated room: its paths, sorted view numbers, poses (same order), size and prompt."""
-
-    paths: RoomPaths
-    views: list[int]
-    poses: list[Pose]
-    size: tuple[int, int]
-    prompt: str = ""
-    has_mask: dict[int, bool] = field(default_factory=dict)
-
-
-def _load_pose(paths: RoomPaths, view: int, fmt: PoseFormat) -> Pose:
-    try:
-        return load_pose(paths.pose(view), fmt)
-    except ValueError as e:
-        raise RoomError(paths.root, paths.pose(view), str(e).removeprefix(f"{paths.pose(view)}: ")) from None
-
-
-def _same_size(paths: RoomPaths, file: Path, got: tuple[int, int], want: tuple[int, int]) -> None:
-    if tuple(got) != tuple(want):
-        raise RoomError(
-            paths.root, file, f"size {got[0]}x{got[1]} differs from view 0's {want[0]}x{want[1]} (HxW)"
-        )
-
-
-def validate_room(room: str | os.PathLike, fmt: PoseFormat | None = None) -> RoomInfo:
-    """Cheap checks (files exist, headers, sizes, 2:1, poses parse). Raises RoomError."""
-    fmt = fmt or PoseFormat()
-    paths = RoomPaths(Path(room))
-    views = discover_views(paths.root)
-    size = png_header(paths.gt_rgb(0), paths.root)
-    if size[1] != 2 * size[0]:
-        raise RoomError(paths.root, paths.gt_rgb(0), f"panorama is {size[0]}x{size[1]} (HxW), not 2:1")
-    for file in (paths.ref_rgb, paths.ref_depth, paths.description):
-        require_file(paths, file)
-    _same_size(paths, paths.ref_rgb, png_header(paths.ref_rgb, paths.root), size)
-    _same_size(paths, paths.ref_depth, depth_header(paths.ref_depth, paths.root), size)
-    info = RoomInfo(
-        paths, views, [], size, paths.description.read_text(encoding="utf-8", errors="replace").strip()
-    )
-    for v in views:
-        _same_size(paths, paths.gt_rgb(v), png_header(paths.gt_rgb(v), paths.root), size)
-        _same_size(paths, paths.gt_depth(v), depth_header(paths.gt_depth(v), paths.root), size)
-        info.poses.append(_load_pose(paths, v, fmt))
-        if v == 0:
-            continue
-        for file in (paths.cond_rgb(v), paths.cond_depth(v)):
-            if not file.is_file():
-                raise RoomError(paths.root, file, "prepared input is missing (run `panowan prepare`)")
-        _same_size(paths, paths.cond_rgb(v), png_header(paths.cond_rgb(v), paths.root), size)
-        _same_size(paths, paths.cond_depth(v), depth_header(paths.cond_depth(v), paths.root), size)
-        info.has_mask[v] = paths.cond_mask(v).is_file()
-        if info.has_mask[v]:
-            _same_size(paths, paths.cond_mask(v), png_header(paths.cond_mask(v), paths.root), size)
-    return info
-
-
-# ---------------------------------------------------------------------------------- value checking
-def check_full_depth(depth_HW: np.ndarray, paths: RoomPaths, file: Path) -> np.ndarray:
-    """Ground truth / view 0 depth: refuse NaN, inf, negative; returns valid_HW (> 0)."""
-    bad = ~np.isfinite(depth_HW) | (depth_HW < 0)
-    if bad.any():
-        kinds = [
-            k
-            for k, m in (("NaN", np.isnan(depth_HW)), ("inf", np.isinf(depth_HW)), ("negative", depth_HW < 0))
-            if m.any()
-        ]
-        raise RoomError(
-            paths.root, file, f"depth has {int(bad.sum())} {'/'.join(kinds)} values (holes must be 0)"
-        )
-    return depth_HW > 0
-
-
-def known_mask(
-    depth_HW: np.ndarray, mask_file_HW: np.ndarray | None, polarity: str, paths: RoomPaths, view: int
-) -> np.ndarray:
-    """Known pixels of a conditioning view, checked against its depth. Returns known_HW bool."""
-    ok = np.isfinite(depth_HW) & (depth_HW > 0)
-    if mask_file_HW is None:
-        if np.any(depth_HW < 0):
-            raise RoomError(paths.root, paths.cond_depth(view), "depth has negative values")
-        return ok
-    known = mask_file_HW if polarity == "known" else ~mask_file_HW
-    # With depth 0 / non-finite at holes (the layout's convention) a right mask agrees with the depth
-    # almost everywhere; an inverted one disagrees almost everywhere.
-    agreement = float(np.mean(known == ok))
-    hint = f" (mask_polarity={polarity!r}; if your masks mark the other way, pass the other polarity)"
-    broken = known & (~np.isfinite(depth_HW) | (depth_HW < 0))
-    if broken.any():
-        raise RoomError(
-            paths.root, paths.cond_depth(view),
-            f"{int(broken.sum())} NaN/inf/negative depths where the mask says known" + (hint if agreement < 0.5 else ""),
-        )  # fmt: skip
-    if agreement < 0.5:
-        raise RoomError(
-            paths.root, paths.cond_mask(view),
-            f"mask polarity looks inverted: it disagrees with {paths.cond_depth(view).name} on "
-            f"{100 * (1 - agreement):.0f}% of the pixels" + hint,
-        )  # fmt: skip
-    contradict = known & ~ok
-    if contradict.sum() > ZERO_DEPTH_TOLERANCE * max(known.sum(), 1):
-        raise RoomError(
-            paths.root,
-            paths.cond_mask(view),
-            f"mask marks {int(contradict.sum())} pixels known where the depth is 0",
-        )
-    return known & ok
 
 
 # ------------------------------------------------------------------------------------------ dataset
