@@ -254,7 +254,7 @@ def test_bad_arguments_are_refused(prepared_root):
         {"view_order": "random"},
         {"mask_polarity": "x"},
         {"cond_fill": "lama"},
-        {"cond_depth_fill": "harmonic"},
+        {"cond_depth_fill": "poisson"},
     ):
         with pytest.raises(ValueError):
             RoomDataset(prepared_root, **kwargs)

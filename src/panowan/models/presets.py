@@ -13,14 +13,17 @@ from dataclasses import dataclass
 from typing import Any
 
 CODECS = ("wan_vae", "analytic")
-CONDITION_FILLS = ("zero", "telea", "ns")
-"""What a stream's condition may hold in its holes: zeros (Wan I2V), or OpenCV's Telea or Navier-Stokes fill."""
+CONDITION_FILLS = ("zero", "telea", "ns", "harmonic")
+"""What a stream's condition may hold in its holes: zeros (Wan I2V), OpenCV's Telea or Navier-Stokes fill, or the
+harmonic (membrane) fill (`panowan.data.inpaint`)."""
 NOT_ARCHITECTURE = ("init_seed", "rgb_condition_fill", "depth_condition_fill")
 """`DualStreamConfig` fields that do not change the weights' shapes: a run may start from a model that differs in them."""
 FITTED_APART = ("depth_refiner_width",)
 """`DualStreamConfig` fields of parts fitted after the diffusion model, to its outputs: a run that starts from an
 exported model leaves them behind (`models.exported.init_from_exported`)."""
 ANALYTIC_POOLS = (1, 2, 4, 8)
+INTERACTIONS = ("pose+cross", "pose", "cross", "none")
+"""Which exchanges a model has (`DualStreamConfig.interactions`): both, pose only, cross-stream only, none."""
 
 
 def fill_fields(fills: dict[str, str]) -> dict[str, str]:
@@ -72,6 +75,16 @@ class DualStreamConfig:
     """Width of the learnt per-pixel depth refiner (`models.refiner.DepthRefiner`) applied to the decoded depth in
     the holes; 0 for none. It is fitted after the diffusion model, to that model's outputs
     (`scripts/train_depth_refiner.py`); a run that starts from an exported model does not carry it over."""
+    interactions: str = "pose+cross"
+    """Which exchanges the model has: "pose+cross" (the method: pose cross-attention and cross-stream attention
+    on the schedule above), "pose" (no cross-stream exchange: each stream sees only its own tokens and the poses;
+    with a pixel decoder, it does not read the other stream either), "cross" (no pose exchange: no PluckerNet
+    features enter) or "none" (two independent streams). The ablations of BENCHMARKS.md; each drops the layers
+    it does not use."""
+    pixel_decoder_width: int = 0
+    """Width of the learnt full-resolution decoding stage of each stream (`models.pixel_decoder.PixelDecoder`, a
+    small ERP U-Net that reads the codec's decoding, the stream's condition and the mask, and corrects the holes;
+    trained with the transformer); 0 for none (the codec's decoding is the output)."""
     init_seed: int = 0
     """Seed of the new modules' initialisation (each stream's own stream of random numbers, so every
     process placement builds identical interaction layers and PluckerNet)."""
@@ -103,6 +116,12 @@ class DualStreamConfig:
             )
         if min(self.pose_dim, self.plucker_hidden, self.interaction_inner_dim) < 1:
             raise ValueError("pose_dim, plucker_hidden and interaction_inner_dim must be positive")
+        if self.interactions not in INTERACTIONS:
+            raise ValueError(f"interactions must be one of {INTERACTIONS}, got {self.interactions!r}")
+        if self.pixel_decoder_width < 0:
+            raise ValueError(
+                f"pixel_decoder_width must be >= 0 (0: the codec decodes alone), got {self.pixel_decoder_width}"
+            )
         if self.depth_refiner_width < 0:
             raise ValueError(
                 f"depth_refiner_width must be >= 0 (0: no refiner), got {self.depth_refiner_width}"
@@ -135,6 +154,16 @@ class DualStreamConfig:
     def filled_streams(self) -> frozenset[str]:
         """The streams whose condition holds a fill (and which are decoded as a correction of it)."""
         return filled_streams(self.condition_fills())
+
+    @property
+    def pose_exchange(self) -> bool:
+        """Whether pose cross-attention layers run (`interactions` "pose+cross" or "pose")."""
+        return self.interactions in ("pose+cross", "pose")
+
+    @property
+    def cross_stream(self) -> bool:
+        """Whether the streams exchange features (`interactions` "pose+cross" or "cross")."""
+        return self.interactions in ("pose+cross", "cross")
 
     @property
     def z_dim(self) -> int:
