@@ -57,7 +57,7 @@ def test_refiner_wraps_the_erp_seam():
 def test_refiner_refuses_sizes_it_cannot_halve():
     with pytest.raises(ValueError, match="divisible by 8"):
         DepthRefiner(4)(refiner_inputs(*_inputs(height=12)))
-    with pytest.raises(ValueError, match="F,6,H,W"):
+    with pytest.raises(ValueError, match="N,6,H,W"):
         DepthRefiner(4)(_inputs()[0])
     with pytest.raises(ValueError, match="width >= 1"):
         DepthRefiner(0)

@@ -390,3 +390,32 @@ def test_exported_fill_and_sampling_are_what_infer_uses(prepared_root, tmp_path)
     (tmp_path / "telea" / "default_model.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="bad sampling recommendation"):
         run("t3", "telea")
+
+
+def test_pixel_decoders_run_in_inference_and_change_the_holes_only(prepared_root, tmp_path):
+    """An exported model with pixel decoders completes rooms through them: with the decoders' output layers at
+    zero the files equal the same weights' without decoders (the decoders start as the identity); with trained
+    (here: perturbed) decoders the holes change and the known pixels do not; completion.json says so."""
+    from panowan.data.io import read_mask, read_rgb
+    from panowan.models.testing import tiny_dual_stream
+
+    plain, _ = tiny_dual_stream(seed=3)
+    decoded, _ = tiny_dual_stream(seed=3, pixel_decoder_width=4)
+    decoded.load_state_dict({**decoded.state_dict(), **plain.state_dict()})
+    for name, m in (("plain", plain), ("fresh", decoded)):
+        infer_cmd.export_embedded(m, {"resolution": 32, "num_frames": 5}, tmp_path / name, compact=False)
+    with torch.no_grad():
+        for decoder in decoded.pixel_decoders.values():
+            decoder.out.weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(1))
+    infer_cmd.export_embedded(
+        decoded, {"resolution": 32, "num_frames": 5}, tmp_path / "trained", compact=False
+    )
+    rooms = {n: _infer(prepared_root, tmp_path / f"out_{n}", "--model_dir", str(tmp_path / n), "--rooms", ROOM)[0]
+             for n in ("plain", "fresh", "trained")}  # fmt: skip
+    same = {k: v for k, v in _digests(rooms["plain"]).items() if k != "completion.json"}
+    assert same == {k: v for k, v in _digests(rooms["fresh"]).items() if k != "completion.json"}
+    assert json.loads((rooms["trained"] / "completion.json").read_text())["pixel_decoder"] is True
+    assert json.loads((rooms["plain"] / "completion.json").read_text())["pixel_decoder"] is False
+    known = read_mask(prepared_root / ROOM / "input" / "pano0000_to_pano0001_mask.png") > 0.5
+    a, b = (read_rgb(rooms[n] / "panorama_0001.png") for n in ("plain", "trained"))
+    assert np.array_equal(a[known], b[known]) and not np.array_equal(a[~known], b[~known])

@@ -383,3 +383,53 @@ def test_resuming_a_finished_run_warns_that_it_trains_nothing(rooms, tmp_path, c
     with caplog.at_level(logging.WARNING, logger="panowan.train.trainer"):
         train(make_config(rooms, out, max_train_steps=1, checkpointing_steps=1, lora_rank=0))
     assert "this run trains nothing" in caplog.text
+
+
+# ------------------------------------------------------------------------------- pixel decoders, ablations
+PIXEL = dict(pixel_decoder_width=4, lora_rank=0, ssim_weight=0.0, checkpointing_steps=1)
+
+
+def test_pixel_decoders_train_with_the_model_and_resume_exactly(rooms, tmp_path) -> None:
+    """--pixel_decoder_width: each stream's decoder is trained through the "pixel" loss term (logged per
+    stream), saved with the checkpoint, and a resumed run replays the uninterrupted one."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(make_config(rooms, straight, max_train_steps=3, interactions="cross", **PIXEL))
+    train(make_config(rooms, resumed, max_train_steps=1, interactions="cross", **PIXEL))
+    train(make_config(rooms, resumed, max_train_steps=3, interactions="cross", **PIXEL))
+    assert losses(resumed) == losses(straight)
+    for row in metrics(straight):
+        assert all(
+            math.isfinite(row[f"loss/{s}/pixel"]) and row[f"loss/{s}/pixel"] > 0 for s in ("rgb", "depth")
+        )
+    at1, at3 = weights(straight, 1), weights(straight, 3)
+    decoder = [k for k in at3 if k.startswith("pixel_decoder_")]
+    assert {k.split("/")[0] for k in decoder} == {"pixel_decoder_rgb", "pixel_decoder_depth"}
+    assert all(not torch.equal(at1[k], at3[k]) for k in decoder if k.endswith("out.weight"))
+    config = json.loads((straight / "checkpoint-3" / "weights" / "trainable_config.json").read_text())[
+        "model"
+    ]
+    assert (config["pixel_decoder_width"], config["interactions"]) == (4, "cross")
+    # the pixel term is part of the loss: a run without it differs from the first step on
+    train(
+        make_config(
+            rooms, tmp_path / "off", max_train_steps=1, interactions="cross", pixel_weight=0.0, **PIXEL
+        )
+    )
+    assert metrics(tmp_path / "off")[0]["loss"] != metrics(straight)[0]["loss"]
+
+
+def _pixel_pair_worker(rank: int, data: Path, out: Path, interactions: str) -> None:
+    train(make_config(data, out, max_train_steps=2, interactions=interactions, learning_rate=1e-4, **PIXEL))
+
+
+@pytest.mark.parametrize("interactions", ["pose+cross", "none"])
+def test_pixel_decoders_on_one_stream_per_rank_match_one_process(rooms, tmp_path, interactions) -> None:
+    """Two gloo ranks (one stream each): the cross-stream decoder inputs arrive through the exchange, and the
+    run's losses equal the one-process run's to float rounding; with no exchange at all (ablation "none",
+    PluckerNet unused) the pair trains too."""
+    run_ranks(2, _pixel_pair_worker, rooms, tmp_path / "pair", interactions)
+    _pixel_pair_worker(0, rooms, tmp_path / "one", interactions)
+    for a, b in zip(metrics(tmp_path / "pair"), metrics(tmp_path / "one"), strict=True):
+        for key in ("loss", "loss/rgb/pixel", "loss/depth/pixel"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4), key
+    assert_same_weights(weights(tmp_path / "pair", 2), weights(tmp_path / "one", 2), atol=1e-5)

@@ -100,3 +100,25 @@ def decode_filled(
         return video
     cond = filled_condition_B3FHW.to(video.dtype)
     return cond + video - codec.decode(codec.encode(cond))
+
+
+def condition_pixels(batch) -> dict[str, torch.Tensor]:
+    """Each stream's condition as a pixel video in its own channels: rgb `B,3,F,H,W`, depth `B,1,F,H,W` (the
+    inputs of the pixel decoders, `models.pixel_decoder`)."""
+    return {"rgb": frames_to_video(batch.cond_rgb), "depth": frames_to_video(batch.cond_depth)}
+
+
+def coarse_pixels(
+    codec: LatentCodec,
+    latents: dict[str, torch.Tensor],
+    cond_videos: dict[str, torch.Tensor],
+    filled: frozenset[str] = frozenset(),
+) -> dict[str, torch.Tensor]:
+    """The codec's decoding of each stream's latents as a pixel video: rgb `B,3,F,H,W`, depth `B,1,F,H,W`
+    (`video_to_depth`). The streams in `filled` are decoded as a correction of their filled condition video
+    (`cond_videos[s]`, the codec's `B,3,F,H,W`; `decode_filled`)."""
+    out = {}
+    for s, z in latents.items():
+        video = decode_filled(codec, z, cond_videos[s] if s in filled else None)
+        out[s] = video if s == "rgb" else video_to_depth(video)
+    return out

@@ -3,7 +3,12 @@
 Schedule: after Wan block i with (i + 1) % interval == 0 comes interaction point k = (i + 1) // interval;
 odd k: pose cross-attention (tokens attend to PluckerNet features), even k: cross-stream attention
 (each stream's tokens attend to the other stream's pre-interaction tokens). 40 blocks, interval 4:
-10 points, 5 of each kind.
+10 points, 5 of each kind. `DualStreamConfig.interactions` may drop either kind (the ablations): the schedule
+then holds only the points of the kinds kept, and the model only their layers (PluckerNet stays, unused without
+pose exchange, so that every variant's checkpoints have one layout).
+
+With `DualStreamConfig.pixel_decoder_width`, each stream also has a learnt full-resolution decoding stage
+(`pixel_decoders`, `models.pixel_decoder`); `decode_pixels` runs it on the codec's decoding.
 
 Placement is the exchange's business (`panowan.parallel.exchange.StreamExchange`): this module holds the
 streams this process owns (`local_streams`) and asks `exchange.swap` for the other stream's tokens.
@@ -25,6 +30,7 @@ from torch.utils.checkpoint import checkpoint
 from panowan.models.codec import SPATIAL_FACTOR, check_video, latent_frames
 from panowan.models.conditioning import MASK_CHANNELS
 from panowan.models.interaction import CrossStreamAttention, PoseCrossAttention
+from panowan.models.pixel_decoder import PixelDecoder, apply_decoders
 from panowan.models.plucker_net import PLUCKER_CHANNELS, PluckerNet
 from panowan.models.presets import DualStreamConfig
 from panowan.models.refiner import DepthRefiner
@@ -37,20 +43,25 @@ WAN_TEXT_TOKENS = 512
 
 @dataclass(frozen=True)
 class InteractionPoint:
-    """Interaction point `k` (1-based) runs after block `block`; `kind` is "pose" or "cross"."""
+    """Interaction point `k` (1-based) runs after block `block`; `kind` is "pose" or "cross"; `index` is its
+    layer's position in each stream's `interactions` list (k - 1 when every kind is kept)."""
 
     block: int
     k: int
     kind: str
+    index: int
 
 
 def interaction_schedule(config: DualStreamConfig) -> list[InteractionPoint]:
-    """All interaction points in forward order."""
-    points = []
+    """The interaction points of the kinds `config.interactions` keeps, in forward order."""
+    keep = {"pose": config.pose_exchange, "cross": config.cross_stream}
+    points: list[InteractionPoint] = []
     for i in range(config.num_layers):
         if (i + 1) % config.interaction_interval == 0:
             k = (i + 1) // config.interaction_interval
-            points.append(InteractionPoint(i, k, "pose" if k % 2 == 1 else "cross"))
+            kind = "pose" if k % 2 == 1 else "cross"
+            if keep[kind]:
+                points.append(InteractionPoint(i, k, kind, len(points)))
     return points
 
 
@@ -65,7 +76,7 @@ class DualStreamWan(nn.Module):
     """The dual-stream model restricted to the streams this process owns.
 
     streams: `ModuleDict` {name: WanTransformer3DModel}; interactions: {name: ModuleList} with one layer
-    per interaction point (index k - 1); plucker_net: shared by the local streams; exchange: how the
+    per interaction point of the schedule (index `point.index`); plucker_net: shared by the local streams; exchange: how the
     other stream's tokens arrive.
     """
 
@@ -116,6 +127,17 @@ class DualStreamWan(nn.Module):
         self.depth_refiner = (
             DepthRefiner(config.depth_refiner_width).to(device, dtype) if config.depth_refiner_width else None
         )
+        self.pixel_decoders = None
+        if config.pixel_decoder_width:
+            self.pixel_decoders = nn.ModuleDict(
+                {
+                    n: _seeded(
+                        config.init_seed * 1000 + 10 + STREAMS.index(n),
+                        lambda n=n: PixelDecoder(n, config.pixel_decoder_width, config.cross_stream),
+                    ).to(device, dtype)
+                    for n in self.local_streams
+                }
+            )
         self.gradient_checkpointing = False
         self.lora_settings = None  # set by panowan.models.lora.add_lora
 
@@ -125,6 +147,21 @@ class DualStreamWan(nn.Module):
         self.depth_refiner = refiner
         self.config = dataclasses.replace(
             self.config, depth_refiner_width=0 if refiner is None else refiner.width
+        )
+
+    def decode_pixels(
+        self,
+        coarse: Mapping[str, torch.Tensor],
+        conditions: Mapping[str, torch.Tensor],
+        mask_B1FHW: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """The local streams' pixel videos `B,C_s,F,H,W` (rgb 3 in [-1, 1], depth 1 normalised) from the codec's
+        decodings `coarse` and the conditions (same layout; the other stream's too when the model exchanges
+        across streams) and the mask (1 = known). Without pixel decoders, `coarse` itself."""
+        if self.pixel_decoders is None:
+            return {n: coarse[n] for n in self.local_streams}
+        return apply_decoders(
+            self.pixel_decoders, dict(coarse), dict(conditions), mask_B1FHW, self.config.cross_stream
         )
 
     def _build_interactions(self) -> nn.ModuleList:
@@ -249,8 +286,8 @@ class DualStreamWan(nn.Module):
         self._validate(noisy, condition, timestep, plucker, text, image)
         dtype = next(iter(self.streams.values())).dtype
 
-        # 1. Pose features, once for all local streams: B,S,pose_dim.
-        pose = self.plucker_net(plucker.to(dtype))
+        # 1. Pose features, once for all local streams: B,S,pose_dim (none without pose exchange).
+        pose = self.plucker_net(plucker.to(dtype)) if self.config.pose_exchange else None
 
         # 2. Embeddings: input B,(2z+4),T,h,w -> tokens B,S,D (+ time / text / image context).
         states: dict[str, StreamState] = {}
@@ -271,14 +308,14 @@ class DualStreamWan(nn.Module):
             if point.kind == "pose":
                 # 3a. Pose cross-attention: B,S,D attends to B,S,pose_dim.
                 for n in self.local_streams:
-                    layer = self.interactions[n][point.k - 1]
+                    layer = self.interactions[n][point.index]
                     tokens[n] = self._maybe_checkpoint(layer, tokens[n], pose)
             else:
                 # 3b. Cross-stream attention on pre-interaction states. The swap (maybe communication)
                 # runs outside any checkpointed region.
                 others = self.exchange.swap({n: tokens[n] for n in self.local_streams})  # each B,S,D
                 tokens = {
-                    n: self._maybe_checkpoint(self.interactions[n][point.k - 1], tokens[n], others[n])
+                    n: self._maybe_checkpoint(self.interactions[n][point.index], tokens[n], others[n])
                     for n in self.local_streams
                 }
 

@@ -48,7 +48,7 @@ def load_exported_weights(
 
     missing, unexpected = load_model(model, str(weights), strict=False)
     peers = [s for s in ("rgb", "depth") if s not in model.local_streams]
-    ignored = [f"{p}.{s}." for p in ("streams", "interactions") for s in peers]
+    ignored = [f"{p}.{s}." for p in ("streams", "interactions", "pixel_decoders") for s in peers]
     if drop_refiner:
         ignored.append(f"{REFINER_PREFIX}.")
     foreign = [k for k in unexpected if not any(k.startswith(prefix) for prefix in ignored)]

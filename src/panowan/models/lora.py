@@ -14,6 +14,7 @@ Files (one folder; in the two-rank placement each rank writes and reads only its
   lora_{stream}.safetensors         LoRA tensors of that stream's transformer (names relative to it)
   stream_{stream}.safetensors       without LoRA: that stream's whole transformer state dict
   interaction_{stream}.safetensors  that stream's interaction layers
+  pixel_decoder_{stream}.safetensors  that stream's pixel decoder (models with `pixel_decoder_width` only)
   plucker_net.safetensors           PluckerNet
   trainable_config.json             {"lora": {rank, alpha, targets}, "model": DualStreamConfig}
 """
@@ -80,6 +81,10 @@ def interaction_file(stream: str) -> str:
     return f"interaction_{stream}.safetensors"
 
 
+def pixel_decoder_file(stream: str) -> str:
+    return f"pixel_decoder_{stream}.safetensors"
+
+
 def add_lora(
     model: DualStreamWan,
     rank: int = 32,
@@ -136,10 +141,12 @@ def stream_parameters(model: DualStreamWan) -> list[nn.Parameter]:
 
 
 def trainable_parameter_groups(model: DualStreamWan) -> dict[str, list[nn.Parameter]]:
-    """{"streams": `stream_parameters`, "interaction": interaction layers, "plucker": PluckerNet}."""
+    """{"streams": `stream_parameters`, "interaction": interaction layers, "pixel": the local streams' pixel
+    decoders (empty without), "plucker": PluckerNet}."""
     groups = {
         "streams": stream_parameters(model),
         "interaction": list(model.interactions.parameters()),
+        "pixel": [] if model.pixel_decoders is None else list(model.pixel_decoders.parameters()),
         "plucker": list(model.plucker_net.parameters()),
     }
     seen = [id(p) for ps in groups.values() for p in ps]
@@ -148,7 +155,7 @@ def trainable_parameter_groups(model: DualStreamWan) -> dict[str, list[nn.Parame
 
 
 def freeze_base(model: DualStreamWan) -> None:
-    """Freeze every Wan weight; LoRA adapters, interaction layers and PluckerNet stay trainable. Without
+    """Freeze every Wan weight; LoRA adapters, interaction layers, pixel decoders and PluckerNet stay trainable. Without
     LoRA nothing is frozen (full fine-tuning)."""
     model.requires_grad_(False)
     for group in trainable_parameter_groups(model).values():
@@ -175,6 +182,9 @@ def save_trainable(model: DualStreamWan, folder: str | Path) -> list[Path]:
             written.append(folder / stream_file(name))
         _save_tensors(folder / interaction_file(name), dict(model.interactions[name].state_dict()))
         written.append(folder / interaction_file(name))
+        if model.pixel_decoders is not None:
+            _save_tensors(folder / pixel_decoder_file(name), dict(model.pixel_decoders[name].state_dict()))
+            written.append(folder / pixel_decoder_file(name))
     _save_tensors(folder / PLUCKER_FILE, dict(model.plucker_net.state_dict()))
     written.append(folder / PLUCKER_FILE)
     meta = {
@@ -240,6 +250,9 @@ def load_trainable(model: DualStreamWan, folder: str | Path) -> None:
             _load_into(folder / stream_file(name), dict(transformer.state_dict(keep_vars=True)))
         layers = model.interactions[name]
         _load_into(folder / interaction_file(name), dict(layers.state_dict(keep_vars=True)))
+        if model.pixel_decoders is not None:
+            decoder = model.pixel_decoders[name]
+            _load_into(folder / pixel_decoder_file(name), dict(decoder.state_dict(keep_vars=True)))
     _load_into(folder / PLUCKER_FILE, dict(model.plucker_net.state_dict(keep_vars=True)))
 
 

@@ -174,10 +174,10 @@ def complete_room(
     refiner = getattr(model, "depth_refiner", None) if refine else None
     with timer.phase("vae_decode"):  # decoding dominates; compositing is a few element-wise ops
         completion = finish_completion(codec, latents, sample, composite=composite, filled=filled,
-                                       refiner=refiner, settings={
+                                       refiner=refiner, model=model, settings={
             "steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler, "flow_shift": flow_shift,
             "composite": composite, "seam_roll": seam_roll, **fill_fields(model.config.condition_fills()),
-            "depth_refiner": refiner is not None,
+            "depth_refiner": refiner is not None, "pixel_decoder": getattr(model, "pixel_decoders", None) is not None,
         })  # fmt: skip
     return completion
 
@@ -191,19 +191,24 @@ def finish_completion(
     settings: dict,
     filled: frozenset[str] = frozenset(),
     refiner: DepthRefiner | None = None,
+    model=None,
 ) -> Completion:
     """Decode both streams, depth back to metres, composite the known pixels (mask 1) unless told not to.
     `filled`: these streams are decoded as a correction of their filled condition (`conditioning.decode_filled`).
-    `refiner` (a `DepthRefiner`, optional) corrects the decoded depth in the holes before it goes to metres."""
-    from panowan.models.conditioning import condition_video, decode_filled, video_to_depth
+    `model` (optional): its pixel decoders (`DualStreamWan.decode_pixels`), if it has them, turn the codec's
+    decoding into the output. `refiner` (a `DepthRefiner`, optional) corrects the decoded depth in the holes
+    before it goes to metres."""
+    from panowan.models.conditioning import coarse_pixels, condition_video
 
     lat = latents["rgb"]
-    batch = _batched(sample) if filled else None
-    cond = {s: condition_video(batch, s).to(lat.device, lat.dtype) if s in filled else None for s in STREAMS}
+    batch = _batched(sample)
+    cond = {s: condition_video(batch, s).to(lat.device, lat.dtype) for s in STREAMS}
     with torch.no_grad():
-        rgb = decode_filled(codec, lat, cond["rgb"])[0].transpose(0, 1).float()  # F,3,H,W in [-1,1]
-        depth_video = decode_filled(codec, latents["depth"], cond["depth"])
-        depth_n = video_to_depth(depth_video)[0].transpose(0, 1).float()  # F,1,H,W
+        pixels = coarse_pixels(codec, latents, cond, filled)  # rgb B,3,F,H,W; depth B,1,F,H,W
+        if getattr(model, "pixel_decoders", None) is not None:
+            pixels = decode_pixels(model, pixels, batch)
+        rgb = pixels["rgb"][0].transpose(0, 1).float()  # F,3,H,W in [-1,1]
+        depth_n = pixels["depth"][0].transpose(0, 1).float()  # F,1,H,W
         if refiner is not None:  # on the model's device, before anything leaves it
             depth_n = refine_depth(refiner, depth_n, rgb, sample)
         rgb, depth_n = rgb.cpu(), depth_n.cpu()
@@ -221,6 +226,27 @@ def finish_completion(
         raw_rgb_F3HW=raw_rgb, raw_depth_m_F1HW=raw_depth, mask_F1HW=sample.mask.clone(),
         settings={**settings, "depth_norm": [float(sample.depth_norm.center), float(sample.depth_norm.half_range)]},
     )  # fmt: skip
+
+
+def decode_pixels(model, coarse: dict[str, torch.Tensor], batch) -> dict[str, torch.Tensor]:
+    """Both streams' pixel videos through the model's pixel decoders (`DualStreamWan.decode_pixels`). With one
+    stream per rank each rank decodes its own stream and the pair swaps the results (as 3-channel videos, so both
+    directions move one shape)."""
+    from panowan.models.conditioning import condition_pixels, frames_to_video
+
+    like = coarse["rgb"]
+    conditions = {s: x.to(like.device, like.dtype) for s, x in condition_pixels(batch).items()}
+    mask = frames_to_video(batch.mask).to(like.device, like.dtype)
+    out = model.decode_pixels(coarse, conditions, mask)
+    if set(out) != set(STREAMS):
+        flat = {s: x.expand(-1, 3, -1, -1, -1).reshape(x.shape[0], 1, -1) for s, x in out.items()}
+        others = model.exchange.swap(flat)
+        for s, x in others.items():
+            peer = other_stream(s)
+            out[peer] = x.reshape(coarse[peer].shape[0], 3, *coarse[peer].shape[2:])[
+                :, : coarse[peer].shape[1]
+            ]
+    return out
 
 
 def refine_depth(

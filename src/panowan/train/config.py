@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from panowan.models.presets import CONDITION_FILLS
+from panowan.models.presets import CONDITION_FILLS, INTERACTIONS
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULERS = (
@@ -103,6 +103,19 @@ class TrainConfig:
     interaction_interval: int | None = _f(
         None, "an interaction layer after every N Wan blocks (default: the preset's)"
     )
+    interactions: str | None = _f(
+        None,
+        "which exchanges the model has: pose+cross (the method), pose (no cross-stream exchange), cross (no "
+        "pose exchange) or none (independent streams); the ablations; default: the --init_from model's, else "
+        "the preset's (pose+cross)",
+        choices=INTERACTIONS,
+    )
+    pixel_decoder_width: int | None = _f(
+        None,
+        "width of each stream's learnt full-resolution decoding stage (an ERP U-Net trained with the transformer "
+        "through the pixel loss; 0: none, the codec decodes alone); default: the --init_from model's, else the "
+        "preset's (0)",
+    )
     rgb_condition_fill: str | None = _f(
         None,
         "what the RGB condition holds in its holes: zero (Wan I2V's convention), telea or ns (OpenCV's Telea or "
@@ -178,6 +191,12 @@ class TrainConfig:
         " does not fit an 80 GB card (BENCHMARKS.md)",
         nargs=2,
     )
+    pixel_weight: float = _f(
+        1.0,
+        "weight of the pixel decoders' loss (decoded x0 against the ground truth in the holes: RGB L1 + MSE, depth "
+        "L1 of the normalised log depth); used only by models with pixel decoders",
+    )
+    pixel_frames: int = _f(1, "pixel-loss budget: target views per sample decoded at full resolution")
     latitude_weighting: bool = _f(False, "weight every loss by cos(latitude) (solid angle of ERP rows)")
     # --- checkpoints, faults ---------------------------------------------------------------------
     checkpointing_steps: int = _f(
@@ -240,6 +259,22 @@ class TrainConfig:
         flags = {"rgb": self.rgb_condition_fill, "depth": self.depth_condition_fill}
         return {s: flags[s] or inherited[s] for s in inherited}
 
+    def architecture_overrides(self) -> dict[str, Any]:
+        """`DualStreamConfig` fields this run sets beyond the preset: `interactions` and `pixel_decoder_width`
+        from their flags, else from the --init_from model (whose architecture a run must keep)."""
+        inherited: dict[str, Any] = {}
+        if self.init_from:
+            from panowan.models.exported import read_exported
+
+            inherited = read_exported(self.init_from)[0]["model"]
+        out = {}
+        for name in ("interactions", "pixel_decoder_width"):
+            value = getattr(self, name)
+            value = inherited.get(name) if value is None else value
+            if value is not None:
+                out[name] = value
+        return out
+
     def needs_pretrained(self) -> bool:
         """True unless the preset builds everything from scratch (its codec needs no VAE weights)."""
         from panowan.models.presets import get_preset
@@ -283,10 +318,10 @@ class TrainConfig:
             f"--num_frames must be 4k + 1 >= 5, got {self.num_frames}",
         )
         for name in ("train_batch_size", "max_train_steps", "gradient_accumulation_steps", "checkpointing_steps",
-                     "structural_patch", "ssim_latent_frames", "validation_sampling_steps", "yaw_step_px"):  # fmt: skip
+                     "structural_patch", "ssim_latent_frames", "pixel_frames", "validation_sampling_steps", "yaw_step_px"):  # fmt: skip
             need(getattr(self, name) >= 1, f"--{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lora_rank", "lr_warmup_steps", "validation_steps", "dataloader_workers", "max_grad_norm", "hole_weight", "mse_weight",
-                     "structural_weight", "global_weight", "ssim_weight", "adam_weight_decay"):  # fmt: skip
+                     "structural_weight", "global_weight", "ssim_weight", "pixel_weight", "adam_weight_decay"):  # fmt: skip
             need(getattr(self, name) >= 0, f"--{name} must be >= 0, got {getattr(self, name)}")
         need(self.learning_rate > 0, f"--learning_rate must be positive, got {self.learning_rate}")
         need(self.flow_shift > 0, f"--flow_shift must be positive, got {self.flow_shift}")
@@ -298,6 +333,8 @@ class TrainConfig:
         need(self.nccl_timeout_s > 0, f"--nccl_timeout_s must be positive, got {self.nccl_timeout_s}")
         need(self.checkpoints_total_limit is None or self.checkpoints_total_limit >= 1,
              f"--checkpoints_total_limit must be >= 1, got {self.checkpoints_total_limit}")  # fmt: skip
+        need(self.pixel_decoder_width is None or self.pixel_decoder_width >= 0,
+             f"--pixel_decoder_width must be >= 0, got {self.pixel_decoder_width}")  # fmt: skip
         need(self.interaction_interval is None or self.interaction_interval >= 1,
              f"--interaction_interval must be >= 1, got {self.interaction_interval}")  # fmt: skip
         need(self.ssim_crop is None or (len(self.ssim_crop) == 2 and min(self.ssim_crop) >= 2),
@@ -308,6 +345,7 @@ class TrainConfig:
         )
         for name, value in (("mixed_precision", self.mixed_precision), ("lr_scheduler", self.lr_scheduler),
                             ("on_nonfinite", self.on_nonfinite), ("weighting_scheme", self.weighting_scheme),
+                            *((("interactions", self.interactions),) if self.interactions else ()),
                             *((f, getattr(self, f)) for f in ("rgb_condition_fill", "depth_condition_fill")
                               if getattr(self, f))):  # fmt: skip
             choices = _FIELDS[name].metadata["choices"]

@@ -27,7 +27,7 @@ import torch
 DENSITIES = ("uniform", "logit_normal", "mode")
 LOSS_WEIGHTINGS = ("sigma_sqrt", "cosmap", "none")
 WEIGHTING_SCHEMES = ("logit_normal", "mode", "uniform", "sigma_sqrt", "cosmap", "none")
-_STREAM_CODES = {"rgb": 1, "depth": 2, "yaw": 3, "ssim": 4}
+_STREAM_CODES = {"rgb": 1, "depth": 2, "yaw": 3, "ssim": 4, "pixel": 5}
 
 
 def scheme_parts(weighting_scheme: str) -> tuple[str, str]:

@@ -41,7 +41,7 @@ from panowan.utils.atomic import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-LOSS_TERMS = ("mse", "structural", "global", "ssim")
+LOSS_TERMS = ("mse", "structural", "global", "ssim", "pixel")
 STREAMS = ("rgb", "depth")
 MIN_STEPS_FOR_SKIP_FRACTION = 10
 
@@ -286,6 +286,7 @@ def build_model(config: TrainConfig, groups, device: torch.device) -> Built:
     changes: dict[str, Any] = {"init_seed": config.seed, **fill_fields(config.condition_fills())}
     if config.interaction_interval is not None:
         changes["interaction_interval"] = config.interaction_interval
+    changes.update(config.architecture_overrides())
     model_config = dataclasses.replace(model_config, **changes)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.mixed_precision, torch.float32)
     if config.needs_pretrained():
@@ -402,7 +403,7 @@ def stream_losses(
 
 def total_loss(config: TrainConfig, terms: dict[str, torch.Tensor]) -> torch.Tensor:
     weights = {"mse": config.mse_weight, "structural": config.structural_weight, "global": config.global_weight,
-               "ssim": config.ssim_weight}  # fmt: skip
+               "ssim": config.ssim_weight, "pixel": config.pixel_weight}  # fmt: skip
     return sum(weights[k] * v for k, v in terms.items())
 
 
@@ -551,7 +552,7 @@ class Trainer:
         if c.needs_pretrained():
             self._encode_all_rooms(rooms)
         param_groups = trainable_parameter_groups(self.model)
-        self.stream_params = param_groups["streams"] + param_groups["interaction"]
+        self.stream_params = param_groups["streams"] + param_groups["interaction"] + param_groups["pixel"]
         self.shared_params = param_groups["plucker"]
         broadcast_parameters(self.groups, self.stream_params, self.shared_params)
         self.params = self.stream_params + self.shared_params
@@ -653,11 +654,14 @@ class Trainer:
             velocity = self.model(noisy, cond, sigma * 1000, frames_to_video(batch.plucker), text, image)
         loss = torch.zeros((), device=self.device)
         logged: dict[str, float] = {}
+        pixel = self._pixel_losses(batch, noisy, velocity, sigma, slots, micro_index)
         for s in self.groups.local_streams:
             gen = sample_generator(c.seed, micro_index, 0, "ssim")
             terms = stream_losses(c, self.codec, s, velocity=velocity[s], target=ctx[s]["target"], x_t=noisy[s],
                                   x0=ctx[s]["x0"], sigma=sigma, weight=weight, known=ctx[s]["known"],
                                   valid=ctx[s]["valid"], ssim_generator=gen)  # fmt: skip
+            if s in pixel:
+                terms["pixel"] = pixel[s]
             stream_total = total_loss(c, terms)
             loss = loss + stream_total
             logged[f"loss/{s}"] = float(stream_total.detach())
@@ -669,6 +673,20 @@ class Trainer:
         return loss.detach(), logged, len(slots)
 
     # -- one optimiser step
+    def _pixel_losses(self, batch, noisy, velocity, sigma, slots: list[int], micro_index: int) -> dict:
+        """The pixel decoders' loss per local stream (`train.pixel_loss`); empty for a model without them."""
+        c = self.config
+        if self.model.pixel_decoders is None or not c.pixel_weight:
+            return {}
+        from panowan.train.flow import x0_from_velocity
+        from panowan.train.pixel_loss import pick_frames, pixel_decoder_losses
+
+        x0_pred = {s: x0_from_velocity(noisy[s], velocity[s].float(), sigma) for s in velocity}
+        frames = pick_frames(batch.rgb.shape[1], c.pixel_frames, c.seed, micro_index, slots)
+        with _autocast(c, self.device):
+            return pixel_decoder_losses(self.model, self.codec, batch, x0_pred, self.filled, frames,
+                                        latitude=c.latitude_weighting)  # fmt: skip
+
     def optimizer_step(self) -> dict[str, Any]:
         from panowan.parallel.grad_sync import all_ranks_finite, sync_gradients
 
