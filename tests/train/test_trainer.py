@@ -418,6 +418,25 @@ def test_pixel_decoders_train_with_the_model_and_resume_exactly(rooms, tmp_path)
     assert metrics(tmp_path / "off")[0]["loss"] != metrics(straight)[0]["loss"]
 
 
+def test_a_run_with_pixel_decoders_starts_from_an_export_without_them(rooms, tmp_path) -> None:
+    """--init_from a model without pixel decoders plus --pixel_decoder_width: the streams start from the export,
+    the decoders fresh; without the flag the run inherits the export's architecture (no decoders)."""
+    from panowan.commands.infer import export_embedded
+    from panowan.models.testing import tiny_dual_stream
+
+    source, _ = tiny_dual_stream(seed=5)
+    export_embedded(source, {}, tmp_path / "exported", compact=False)
+    start = str(tmp_path / "exported")
+    out = tmp_path / "grown"
+    train(make_config(rooms, out, max_train_steps=1, learning_rate=1e-12, init_from=start, **PIXEL))
+    got = weights(out, 1)
+    for name, tensor in source.streams["depth"].state_dict().items():
+        assert torch.allclose(got[f"stream_depth/{name}"], tensor, atol=1e-8), name
+    assert any(k.startswith("pixel_decoder_rgb/") for k in got)
+    assert make_config(rooms, tmp_path / "x", init_from=start).architecture_overrides() == {
+        "interactions": "pose+cross", "pixel_decoder_width": 0}  # fmt: skip
+
+
 def _pixel_pair_worker(rank: int, data: Path, out: Path, interactions: str) -> None:
     train(make_config(data, out, max_train_steps=2, interactions=interactions, learning_rate=1e-4, **PIXEL))
 

@@ -21,6 +21,8 @@ EMBEDDED_CONFIG = "default_model.json"
 EMBEDDED_WEIGHTS = "default_model.safetensors"
 REFINER_PREFIX = "depth_refiner"
 """State-dict prefix of the model's depth refiner (`DualStreamWan.depth_refiner`)."""
+DECODER_PREFIX = "pixel_decoders"
+"""State-dict prefix of the model's pixel decoders (`DualStreamWan.pixel_decoders`)."""
 
 
 def read_exported(folder: str | os.PathLike) -> tuple[dict[str, Any], Path]:
@@ -39,14 +41,21 @@ def read_exported(folder: str | os.PathLike) -> tuple[dict[str, Any], Path]:
 
 
 def load_exported_weights(
-    model: DualStreamWan, weights: str | os.PathLike, *, drop_refiner: bool = False
+    model: DualStreamWan,
+    weights: str | os.PathLike,
+    *,
+    drop_refiner: bool = False,
+    fresh_decoders: bool = False,
 ) -> None:
     """Copy an exported state dict into `model` (cast to its dtypes). The file holds both streams; a
     one-stream model (torchrun) must find all of its own tensors in it and ignores the peer's.
-    `drop_refiner`: the file's depth refiner (if any) is not loaded (a model without one starts from it)."""
+    `drop_refiner`: the file's depth refiner (if any) is not loaded (a model without one starts from it).
+    `fresh_decoders`: the file has no pixel decoders; the model's keep their initialisation."""
     from safetensors.torch import load_model
 
     missing, unexpected = load_model(model, str(weights), strict=False)
+    if fresh_decoders:
+        missing = [k for k in missing if not k.startswith(f"{DECODER_PREFIX}.")]
     peers = [s for s in ("rgb", "depth") if s not in model.local_streams]
     ignored = [f"{p}.{s}." for p in ("streams", "interactions", "pixel_decoders") for s in peers]
     if drop_refiner:
@@ -61,8 +70,9 @@ def load_exported_weights(
 def init_from_exported(model: DualStreamWan, folder: str | os.PathLike) -> dict[str, Any]:
     """Start `model` (no LoRA yet) from an exported model of the same architecture; returns its metadata.
 
-    The architectures must agree (`NOT_ARCHITECTURE` aside); an export that kept its LoRA separate
-    cannot start a run (export it compact, LoRA folded in).
+    The architectures must agree (`NOT_ARCHITECTURE` aside), except that a model with pixel decoders may start
+    from an export without them: the decoders start fresh (as the identity), everything else from the export.
+    An export that kept its LoRA separate cannot start a run (export it compact, LoRA folded in).
     """
     from panowan.models.presets import FITTED_APART, NOT_ARCHITECTURE, DualStreamConfig
 
@@ -74,7 +84,9 @@ def init_from_exported(model: DualStreamWan, folder: str | os.PathLike) -> dict[
             f"{folder}: its LoRA is stored apart from the base; export it compact (LoRA folded in)"
         )
     exported = DualStreamConfig.from_dict(meta["model"])
-    diff = model.config.differences(exported, ignore=(*NOT_ARCHITECTURE, *FITTED_APART))
+    grows = exported.pixel_decoder_width == 0 and model.config.pixel_decoder_width > 0
+    ignore = (*NOT_ARCHITECTURE, *FITTED_APART, *(("pixel_decoder_width",) if grows else ()))
+    diff = model.config.differences(exported, ignore=ignore)
     if diff:
         raise ValueError(f"{folder}: exported for another model configuration (differs in {diff})")
     if exported.depth_refiner_width:
@@ -83,5 +95,5 @@ def init_from_exported(model: DualStreamWan, folder: str | os.PathLike) -> dict[
             "fit one to the new model with scripts/train_depth_refiner.py",
             stacklevel=2,
         )
-    load_exported_weights(model, weights, drop_refiner=True)
+    load_exported_weights(model, weights, drop_refiner=True, fresh_decoders=grows)
     return meta
