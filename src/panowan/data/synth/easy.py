@@ -155,7 +155,7 @@ def make_easy_scene(seed: int, num_views: int = 9) -> Scene:
         ambient=float(rng.uniform(0.15, 0.3)),
         poses=poses,
     )  # fmt: skip
-    return replace(scene, description=describe(scene, shape, (wx, wz)))
+    return replace(scene, description=describe(scene, shape, (wx, wz)), layout=shape)
 
 
 def describe(scene: Scene, shape: str, size_xz: tuple[float, float]) -> str:

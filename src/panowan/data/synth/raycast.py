@@ -58,13 +58,23 @@ def _hit_room(scene: Scene, o: np.ndarray, d: np.ndarray, inv_d: np.ndarray):
     return t_exit, normal, surface
 
 
+def _hit_box(lo: np.ndarray, hi: np.ndarray, o: np.ndarray, inv_cols: list[np.ndarray]) -> np.ndarray:
+    """`_hit_object` of a box, one contiguous axis column at a time (the same floats as the row-wise
+    slab test, several times faster than reducing N x 3 arrays along their short axis)."""
+    t_near = t_far = None
+    for i in range(3):
+        t0, t1 = (lo[i] - o[i]) * inv_cols[i], (hi[i] - o[i]) * inv_cols[i]
+        near, far = np.minimum(t0, t1), np.maximum(t0, t1)
+        t_near = near if t_near is None else np.maximum(t_near, near)
+        t_far = far if t_far is None else np.minimum(t_far, far)
+    return np.where((t_near <= t_far) & (t_near > _EPS), t_near, np.inf)
+
+
 def _hit_object(obj, o: np.ndarray, d: np.ndarray, inv_d: np.ndarray) -> np.ndarray:
     """Distance `t_N` to the first hit in front of the camera; inf where missed."""
     inf = np.inf
     if isinstance(obj, Box):
-        t0, t1 = (obj.lo - o) * inv_d, (obj.hi - o) * inv_d
-        t_near, t_far = np.minimum(t0, t1).max(axis=1), np.maximum(t0, t1).min(axis=1)
-        return np.where((t_near <= t_far) & (t_near > _EPS), t_near, inf)
+        return _hit_box(obj.lo, obj.hi, o, [np.ascontiguousarray(inv_d[:, i]) for i in range(3)])
     if isinstance(obj, Sphere):
         oc = o - obj.center
         b = d @ oc
@@ -125,8 +135,12 @@ def cast_rays(scene: Scene, origin_3: np.ndarray, dirs_N3: np.ndarray):
     d = dirs_N3
     inv_d = 1.0 / _safe(d)
     t, normal, mat = _hit_room(scene, origin_3, d, inv_d)
+    inv_cols = [np.ascontiguousarray(inv_d[:, i]) for i in range(3)]
     for k, obj in enumerate(scene.objects):
-        t_obj = _hit_object(obj, origin_3, d, inv_d)
+        if isinstance(obj, Box):
+            t_obj = _hit_box(obj.lo, obj.hi, origin_3, inv_cols)
+        else:
+            t_obj = _hit_object(obj, origin_3, d, inv_d)
         closer = t_obj < t
         t = np.where(closer, t_obj, t)
         mat = np.where(closer, 3 + k, mat)
@@ -154,7 +168,7 @@ def render_view(scene: Scene, pose: Pose, height: int, width: int) -> tuple[np.n
     for k, m in enumerate(materials):
         sel = mat == k
         if sel.any():
-            albedo[sel] = shade_material(m, points[sel])
+            albedo[sel] = shade_material(m, points[sel], normal[sel])
     points32, normal32 = points.astype(np.float32), normal.astype(np.float32)
     light = np.full(len(points), scene.ambient, np.float32)[:, None].repeat(3, 1)
     for lt in scene.lights:

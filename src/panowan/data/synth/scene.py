@@ -18,7 +18,14 @@ _EPS = 1e-9
 # ----------------------------------------------------------------------------------------- scene types
 @dataclass(frozen=True)
 class Material:
-    """A solid texture: `kind` in plain | checker | stripes | noise | wood; colours are linear RGB in [0, 1]."""
+    """A solid texture; colours are linear RGB in [0, 1].
+
+    `kind`: plain | checker | stripes | noise | wood (3D solid textures), or the structured kinds of
+    the hard rooms, drawn in the plane of the surface hit (from its normal): tiles (a checker of
+    `scale` cells with `color_c` grout lines), bricks (staggered courses along `direction`, each brick
+    its own tone between `color_a` and `color_b`, `color_c` mortar) and panels (vertical boards
+    `scale` wide with dark seams).
+    """
 
     kind: str
     color_a: np.ndarray
@@ -29,7 +36,11 @@ class Material:
     """Stripe normal, or wood ring axis (unit vector)."""
     offset: np.ndarray = field(default_factory=lambda: np.zeros(3))
     seed: int = 0
-    """Seed of the value-noise lattice."""
+    """Seed of the value-noise lattice (and of the brick / panel tones)."""
+    color_c: np.ndarray | None = None
+    """Grout / mortar / seam colour of tiles, bricks and panels (default: 0.35 x `color_b`)."""
+    line: float = 0.06
+    """Grout / seam width as a fraction of a cell."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,8 @@ class Scene:
     ambient: float
     poses: list[Pose]
     description: str = ""
+    layout: str = ""
+    """rectangular | L-shaped | two-room (what the generator built; not written to disk)."""
 
 
 # ---------------------------------------------------------------------------------------------- textures
@@ -118,8 +131,47 @@ def value_noise(p_N3: np.ndarray, seed: int) -> np.ndarray:
     return out
 
 
-def shade_material(m: Material, p_N3: np.ndarray) -> np.ndarray:
-    """Albedo `N x 3` of material `m` at world points `p_N3`."""
+def _in_plane_axes(normal_N3: np.ndarray | None, n: int, along: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per point, the world axis `along` (or, where that is the normal axis, the next one) and the
+    other in-plane axis of the axis-aligned surface with normal `normal_N3` (None: treated as y up)."""
+    normal_axis = np.full(n, 1) if normal_N3 is None else np.abs(normal_N3).argmax(axis=1)
+    first = np.where(normal_axis == along, (along + 1) % 3, along)
+    return first, 3 - first - normal_axis
+
+
+def _near_line(x: np.ndarray, width: float) -> np.ndarray:
+    """True within `width / 2` of an integer."""
+    f = x - np.floor(x)
+    return np.minimum(f, 1 - f) < width / 2
+
+
+def _structured(m: Material, q: np.ndarray, normal_N3: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(tone t in [0, 1], line mask) of the tiles / bricks / panels kinds at scaled points `q`."""
+    rows = np.arange(len(q))
+    if m.kind == "tiles":
+        u_axis, v_axis = _in_plane_axes(normal_N3, len(q), 0)
+        u, v = q[rows, u_axis], q[rows, v_axis]
+        t = ((np.floor(u).astype(np.int64) + np.floor(v).astype(np.int64)) % 2).astype(np.float64)
+        return t, _near_line(u, m.line) | _near_line(v, m.line)
+    if m.kind == "bricks":  # courses half a brick high along `direction`, every other one shifted
+        course_axis, run_axis = _in_plane_axes(normal_N3, len(q), int(np.abs(m.direction).argmax()))
+        c = 2.0 * q[rows, course_axis]
+        k = np.floor(c).astype(np.int64)
+        r = q[rows, run_axis] + 0.5 * (k % 2)
+        j = np.floor(r).astype(np.int64)
+        t = _hash01(k, j, np.zeros_like(k), m.seed)
+        return t, _near_line(c, 2 * m.line) | _near_line(r, m.line)
+    if m.kind == "panels":  # vertical boards: the in-plane axis that is not y
+        _, run_axis = _in_plane_axes(normal_N3, len(q), 1)
+        r = q[rows, run_axis]
+        j = np.floor(r).astype(np.int64)
+        return _hash01(j, np.ones_like(j), j, m.seed), _near_line(r, m.line)
+    raise ValueError(f"unknown material kind {m.kind!r}")
+
+
+def shade_material(m: Material, p_N3: np.ndarray, normal_N3: np.ndarray | None = None) -> np.ndarray:
+    """Albedo `N x 3` of material `m` at world points `p_N3` (with the surface normals `normal_N3`,
+    which only the structured kinds tiles / bricks / panels use)."""
     q = (p_N3 + m.offset) / m.scale
     if m.kind == "plain":
         t = np.zeros(len(q))
@@ -134,7 +186,10 @@ def shade_material(m: Material, p_N3: np.ndarray) -> np.ndarray:
         r = np.linalg.norm(radial, axis=1) + 0.6 * value_noise(q * 2.0, m.seed)
         t = (r - np.floor(r)) ** 3
     else:
-        raise ValueError(f"unknown material kind {m.kind!r}")
+        t, line = _structured(m, q, normal_N3)
+        albedo = m.color_a + t[:, None] * (m.color_b - m.color_a)
+        grout = 0.35 * m.color_b if m.color_c is None else m.color_c
+        return np.where(line[:, None], grout, albedo)
     return m.color_a + t[:, None] * (m.color_b - m.color_a)
 
 
@@ -156,6 +211,9 @@ _TEXTURE_WORDS = {
     "stripes": "striped",
     "noise": "mottled",
     "wood": "wood-grain",
+    "tiles": "tiled",
+    "bricks": "brick-patterned",
+    "panels": "panelled",
 }
 
 
