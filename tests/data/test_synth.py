@@ -143,5 +143,7 @@ def _tree_sha256(root) -> tuple[int, str]:
 
 
 def test_easy_rooms_are_bit_for_bit_what_they_were(tmp_path):
-    synth_rooms(tmp_path, 2, 3, 16, 32, seed=0)
-    assert _tree_sha256(tmp_path) == (24, EASY_ROOMS_SHA256)
+    synth_rooms(tmp_path / "default", 2, 3, 16, 32, seed=0)  # the library default is "easy"
+    synth_rooms(tmp_path / "easy", 2, 3, 16, 32, seed=0, difficulty="easy", stats=True)
+    assert _tree_sha256(tmp_path / "default") == (24, EASY_ROOMS_SHA256)
+    assert _tree_sha256(tmp_path / "easy") == (24, EASY_ROOMS_SHA256)
