@@ -151,9 +151,10 @@ def test_verdict_compares_the_model_with_the_best_classical_inpainting():
     methods = {"model": result(18.2, 0.50, 0.24), "telea": result(18.1, 0.51, 0.14),
                "ns": result(18.0, 0.49, 0.13), "copy": result(5.0, 0.02, 1.0)}  # fmt: skip
     assert M.verdict_lines(methods) == [
-        "hole PSNR (dB): model 18.2, best classical inpainting 18.1 (telea): the model is better",
-        "hole SSIM: model 0.5, best classical inpainting 0.51 (telea): the model is not better",
-        "hole depth AbsRel: model 0.24, best classical inpainting 0.13 (ns): the model is not better",
+        "hole PSNR (dB): model 18.2, best classical fill 18.1 (telea): the model is better by 0.1",
+        "hole SSIM: model 0.5, best classical fill 0.51 (telea): the model is worse by 0.01",
+        "hole depth AbsRel: model 0.24, best classical fill 0.13 (ns): the model is worse by 0.11 "
+        "(model / best = 1.846)",
     ]
     assert "- hole depth AbsRel: model 0.24" in M.markdown_table(methods)
     assert M.verdict_lines({"model": methods["model"], "copy": methods["copy"]}) == []  # copy is no contender

@@ -3,9 +3,11 @@
 Reads predictions in the layout `panowan infer` writes (PRED_DIR/{area}/{room}/panorama_XXXX.png and
 panorama_XXXX_depth.npy) and the rooms under DATA_ROOT (prepared). Per view and per room, split into hole
 and known regions: PSNR, SSIM, WS-PSNR, depth AbsRel, RMSE and delta < 1.25 in metres; cross-view
-consistency and seam continuity. Writes the JSON (--out) and a markdown table beside it (.md).
-With --baselines it also writes and evaluates classical baselines (OpenCV inpainting, input copy) under
-PRED_DIR/../baselines/NAME so the table compares them.
+consistency and seam continuity; hole consistency (whether two views' completions agree where both had to
+fill). Writes the JSON (--out) and a markdown table beside it (.md). With --baselines it also writes and
+evaluates classical baselines (OpenCV inpainting, harmonic fill, input copy) under PRED_DIR/../baselines/NAME
+so the table compares them; `--baselines` with no names compares with all of them. Both outputs state the
+model's margin against the best classical fill per headline metric (the JSON in "model": "best_classical").
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ HELP = "metrics of completed panoramas (PSNR, SSIM, WS-PSNR, depth AbsRel/RMSE/d
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from panowan.eval.baselines import BASELINES, DEFAULT_BASELINES
+
     parser.add_argument(
         "--pred_dir", required=True, help="folder of predictions: {area}/{room}/panorama_XXXX*"
     )
@@ -25,12 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="metrics JSON to write (default: PRED_DIR/metrics.json); "
                         "the markdown table goes beside it with the suffix .md")  # fmt: skip
     parser.add_argument("--rooms", nargs="*", default=None, help="only these room ids ('area/room')")
-    parser.add_argument("--baselines", nargs="+", default=[], choices=["copy", "telea", "ns"],
-                        help="also compute these baselines on the same rooms and compare")  # fmt: skip
+    parser.add_argument("--baselines", nargs="*", default=None, choices=BASELINES,
+                        help="also compute these baselines on the same rooms and compare; with no names: "
+                        f"{' '.join(DEFAULT_BASELINES)}")  # fmt: skip
     parser.add_argument("--baseline_dir", default=None,
                         help="where baseline predictions are written (default: PRED_DIR/../baselines)")  # fmt: skip
     parser.add_argument(
-        "--no_consistency", action="store_true", help="skip the cross-view consistency metric"
+        "--no_consistency", action="store_true", help="skip the cross-view and hole consistency metrics"
     )
 
 
@@ -50,15 +55,28 @@ def evaluate_with_baselines(pred_dir, data_root, rooms, baselines, baseline_dir,
     return results
 
 
+def selected_baselines(names: list[str] | None) -> list[str]:
+    """The baselines of `--baselines`: none without the flag, `DEFAULT_BASELINES` with the bare flag."""
+    from panowan.eval.baselines import DEFAULT_BASELINES
+
+    if names is None:
+        return []
+    return list(names) if names else list(DEFAULT_BASELINES)
+
+
 def write_results(results: dict, out) -> tuple:
-    """Write the JSON and the markdown table (same stem, .md); returns both paths."""
+    """Write the JSON and the markdown table (same stem, .md); returns both paths. The JSON's "model" gets a
+    "best_classical" block (`summary.best_classical`: the model against the best classical fill per metric)."""
     from pathlib import Path
 
-    from panowan.eval.metrics import markdown_table
+    from panowan.eval.summary import best_classical, markdown_table
     from panowan.utils.atomic import atomic_write_json, atomic_write_text
 
     out = Path(out)
-    atomic_write_json(out, results)
+    payload = dict(results)
+    if "model" in results:
+        payload["model"] = {**results["model"], "best_classical": best_classical(results)}
+    atomic_write_json(out, payload)
     md = out.with_suffix(".md")
     atomic_write_text(md, markdown_table(results))
     return out, md
@@ -67,7 +85,7 @@ def write_results(results: dict, out) -> tuple:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    results = evaluate_with_baselines(args.pred_dir, args.data_root, args.rooms, args.baselines,
+    results = evaluate_with_baselines(args.pred_dir, args.data_root, args.rooms, selected_baselines(args.baselines),
                                       args.baseline_dir, consistency=not args.no_consistency)  # fmt: skip
     out = args.out or str(Path(args.pred_dir) / "metrics.json")
     json_path, md_path = write_results(results, out)

@@ -5,6 +5,12 @@
 - "telea" / "ns": OpenCV inpainting (`cv2.inpaint`, Telea's fast marching or Navier-Stokes) of the
   reprojected RGB (uint8) and of the reprojected range (float32) over the holes, across the ERP seam
   (`panowan.data.inpaint.inpaint_erp`; Telea on float32 goes through 16 bits: OpenCV's float32 Telea is wrong).
+- "harmonic": the membrane (discrete harmonic) fill of the RGB and of the range over the holes, on the sphere
+  and wrapping in longitude (`inpaint_erp(..., "harmonic")`, i.e. `panowan.data.inpaint.harmonic_fill`).
+
+The classical fills (`CLASSICAL_FILLS`: every baseline but "copy") are the model's rivals in the summaries
+(`panowan.eval.summary`); `DEFAULT_BASELINES` is what `panowan eval --baselines` (no names) and `panowan demo`
+compare with.
 
 View 0 is complete in the input, so every baseline returns it unchanged.
 """
@@ -18,7 +24,9 @@ import numpy as np
 
 from panowan.data.inpaint import inpaint_erp
 
-BASELINES = ("copy", "telea", "ns")
+CLASSICAL_FILLS = ("telea", "ns", "harmonic")
+BASELINES = ("copy", *CLASSICAL_FILLS)
+DEFAULT_BASELINES = (*CLASSICAL_FILLS, "copy")
 
 
 def baseline_view(cond_rgb: np.ndarray, cond_depth: np.ndarray, known_HW: np.ndarray, method: str):

@@ -13,6 +13,9 @@ pixel counts). Everything is computed in float64. A metric over an empty region 
 - Cross-view consistency: each generated view is reprojected into every other view (z-buffered,
   `reproject_erp`); where the reprojection is valid and the other view's depth is valid, the depth AbsRel
   between them; colour L1 only where the depths agree within 10% (the surface both see is the same one).
+- Hole consistency (`consistency.hole_consistency`): where two target views both had to invent a surface
+  (a hole of both that the ground truth says they both see), one completion reprojected into the other
+  against the other's completion: RGB L1 / PSNR and depth relative error.
 - Seam continuity: mean |column 0 - column W-1| against the mean |column u - column u+1| over the
   ordinary neighbours; a seamless panorama has a ratio near 1.
 """
@@ -20,11 +23,22 @@ pixel counts). Everything is computed in float64. A metric over an empty region 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
+# The summaries of several methods' results live in `summary`; re-exported for this module's callers.
+from panowan.eval.summary import (  # noqa: F401
+    INPAINTING_BASELINES,
+    TABLE_COLUMNS,
+    VERDICT_METRICS,
+    _fmt,
+    best_classical,
+    markdown_table,
+    table_rows,
+    verdict_lines,
+)
 from panowan.geometry.erp import latitude_weights
 from panowan.geometry.pose import Pose
 
@@ -296,7 +310,8 @@ def predicted_views(room_dir) -> list[int]:
 
 
 def evaluate_room(pred_room_dir, data_room, *, consistency: bool = True) -> dict:
-    """Metrics of one predicted room against its ground truth: per view, the room mean, consistency."""
+    """Metrics of one predicted room against its ground truth: per view, the room mean and (unless
+    `consistency` is False) the cross-view and hole consistency."""
     from pathlib import Path
 
     from panowan.data.dataset import validate_room
@@ -310,13 +325,15 @@ def evaluate_room(pred_room_dir, data_room, *, consistency: bool = True) -> dict
     unknown = sorted(set(views) - set(info.views))
     if unknown:
         raise ValueError(f"{pred_room_dir}: predicted views {unknown} do not exist in {info.paths.root}")
-    per_view, rgbs, ranges = {}, [], []
+    per_view, rgbs, ranges, gt_ranges, knowns = {}, [], [], [], []
     for view in views:
         rgb, rng = _read_prediction(pred_room_dir, view, None)
         gt_rgb, gt_rng, known = _ground_truth(info, view, *rng.shape)
         per_view[view] = view_metrics(rgb, rng, gt_rgb, gt_rng, known)
         rgbs.append(rgb.float())
         ranges.append(rng[None].float())
+        gt_ranges.append(gt_rng[None])
+        knowns.append(known)
     room = {
         "views": {f"{v:04d}": m for v, m in per_view.items()},
         "mean": average_views(list(per_view.values())),
@@ -324,6 +341,11 @@ def evaluate_room(pred_room_dir, data_room, *, consistency: bool = True) -> dict
     if consistency and len(views) > 1:
         poses = [info.poses[info.views.index(v)] for v in views]
         room["consistency"] = cross_view_consistency(torch.stack(rgbs), torch.stack(ranges), poses)
+        from panowan.eval.consistency import hole_consistency
+
+        room["hole_consistency"] = hole_consistency(
+            torch.stack(rgbs), torch.stack(ranges), torch.stack(gt_ranges), torch.stack(knowns), poses
+        )
     return room
 
 
@@ -358,80 +380,16 @@ def evaluate_dir(
 
 
 def summarise(rooms: dict) -> dict:
-    """Room-averaged metrics: every per-room mean (and consistency value) averaged over rooms."""
+    """Room-averaged metrics: every per-room mean (and consistency value) averaged over rooms; the hole
+    consistency pooled over the rooms' pixels."""
+    from panowan.eval.consistency import pool
+
     means = [r["mean"] for r in rooms.values()]
     out = average_views(means) if means else {}
     cons = [r["consistency"] for r in rooms.values() if "consistency" in r]
     if cons:
         out["consistency"] = {k: mean_of([c[k] for c in cons]) for k in cons[0]}
+    holes = [r["hole_consistency"] for r in rooms.values() if "hole_consistency" in r]
+    if holes:
+        out["hole_consistency"] = pool(holes)
     return out
-
-
-TABLE_COLUMNS = (
-    ("hole", "psnr", "hole PSNR"), ("hole", "ws_psnr", "hole WS-PSNR"), ("hole", "ssim", "hole SSIM"),
-    ("hole", "absrel", "hole AbsRel"), ("hole", "rmse", "hole RMSE m"), ("hole", "delta1", "hole δ<1.25"),
-    ("known", "psnr", "known PSNR"), ("known", "absrel", "known AbsRel"),
-    ("consistency", "depth_absrel", "x-view AbsRel"), ("seam", "rgb_ratio", "seam ratio RGB"),
-)  # fmt: skip
-
-
-def _fmt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.4g}"
-
-
-def table_rows(methods: dict) -> Iterator[tuple[str | None, str, dict, dict | None]]:
-    """(room, method, summary, consistency) in table order: every room's methods, then each method's mean
-    (room None). Shared by the markdown table and the HTML report so both list the same rows."""
-    rooms = sorted({r for res in methods.values() for r in res["rooms"]})
-    for room in rooms:
-        for method, res in methods.items():
-            if room in res["rooms"]:
-                r = res["rooms"][room]
-                yield room, method, r["mean"], r.get("consistency")
-    for method, res in methods.items():
-        yield None, method, res["mean"], None
-
-
-INPAINTING_BASELINES = ("telea", "ns")
-VERDICT_METRICS = (("hole", "psnr", "hole PSNR (dB)", True), ("hole", "ssim", "hole SSIM", True),
-                   ("hole", "absrel", "hole depth AbsRel", False))  # fmt: skip
-"""(group, key, label, higher is better) of the headline comparison."""
-
-
-def verdict_lines(methods: dict[str, dict]) -> list[str]:
-    """One sentence per headline metric: the model's mean against the best classical inpainting among the
-    evaluated baselines (none without one). The copied input is no contender: it leaves the holes empty."""
-    rivals = [m for m in INPAINTING_BASELINES if m in methods]
-    if "model" not in methods or not rivals:
-        return []
-    lines = []
-    for group, key, label, higher in VERDICT_METRICS:
-        ours = methods["model"]["mean"].get(group, {}).get(key)
-        scores = {m: methods[m]["mean"].get(group, {}).get(key) for m in rivals}
-        scores = {m: v for m, v in scores.items() if v is not None}
-        if ours is None or not scores:
-            continue
-        best = (max if higher else min)(scores, key=scores.__getitem__)
-        better = ours > scores[best] if higher else ours < scores[best]
-        lines.append(f"{label}: model {_fmt(ours)}, best classical inpainting {_fmt(scores[best])} ({best}): "
-                     f"the model is {'better' if better else 'not better'}")  # fmt: skip
-    return lines
-
-
-def markdown_table(methods: dict[str, dict]) -> str:
-    """A markdown table: one row per (room, method) and per method's mean, from `evaluate_dir` results, then the
-    headline comparison with classical inpainting (`verdict_lines`)."""
-    header = "| room | method | " + " | ".join(c[2] for c in TABLE_COLUMNS) + " |"
-    lines = [header, "|" + "---|" * (len(TABLE_COLUMNS) + 2)]
-
-    def row(room: str, method: str, summary: dict, consistency: dict | None) -> str:
-        groups = {**summary, "consistency": consistency or summary.get("consistency", {})}
-        cells = [_fmt(groups.get(g, {}).get(k)) for g, k, _ in TABLE_COLUMNS]
-        return f"| {room} | {method} | " + " | ".join(cells) + " |"
-
-    for room, method, summary, consistency in table_rows(methods):
-        lines.append(row("**mean**" if room is None else room, method, summary, consistency))
-    verdict = verdict_lines(methods)
-    if verdict:
-        lines += ["", *(f"- {line}" for line in verdict)]
-    return "\n".join(lines) + "\n"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from panowan.eval.metrics import TABLE_COLUMNS, _fmt, table_rows
+from panowan.eval.summary import TABLE_COLUMNS, table_cells, table_rows
 
 THUMB_WIDTH = 256
 
@@ -63,14 +63,13 @@ def metrics_html(methods: Mapping[str, dict]) -> str:
     head = "".join(f"<th>{html.escape(c[2])}</th>" for c in TABLE_COLUMNS)
     rows = [f"<tr><th>room</th><th>method</th>{head}</tr>"]
 
-    def row(room: str, method: str, summary: dict, consistency: dict | None, bold: bool = False) -> str:
-        groups = {**summary, "consistency": consistency or summary.get("consistency", {})}
-        cells = "".join(f"<td>{_fmt(groups.get(g, {}).get(k))}</td>" for g, k, _ in TABLE_COLUMNS)
+    def row(room: str, method: str, groups: dict, bold: bool = False) -> str:
+        cells = "".join(f"<td>{c}</td>" for c in table_cells(groups))
         name = f"<b>{html.escape(room)}</b>" if bold else html.escape(room)
         return f"<tr><td>{name}</td><td>{html.escape(method)}</td>{cells}</tr>"
 
-    for room, method, summary, consistency in table_rows(methods):
-        rows.append(row(room or "mean", method, summary, consistency, bold=room is None))
+    for room, method, groups in table_rows(methods):
+        rows.append(row(room or "mean", method, groups, bold=room is None))
     return "<table>" + "".join(rows) + "</table>"
 
 
@@ -105,7 +104,8 @@ def write_report(
     warnings_: list[str] | None = None,
 ) -> Path:
     """Write the report for the rooms of `results['model']` (views as predicted in `pred_dir`)."""
-    from panowan.eval.metrics import predicted_views, verdict_lines
+    from panowan.eval.metrics import predicted_views
+    from panowan.eval.summary import verdict_lines
     from panowan.utils.atomic import atomic_write_text
 
     out_html, data_root, pred_dir = Path(out_html), Path(data_root), Path(pred_dir)
@@ -117,12 +117,14 @@ def write_report(
         parts.append(f"<p>{html.escape(n)}</p>")
     verdict = verdict_lines(results)
     if verdict:
-        parts.append("<h2>Model against classical inpainting</h2><ul>"
+        parts.append("<h2>Model against the best classical fill, per metric</h2><ul>"
                      + "".join(f"<li>{html.escape(line)}</li>" for line in verdict) + "</ul>")  # fmt: skip
     parts.append("<h2>Metrics</h2>" + metrics_html(results))
     parts.append("<p>hole = pixels not visible from view 0 (what the model must invent); known = pixels copied "
                  "from the input. PSNR/SSIM on RGB in [0, 1]; AbsRel, RMSE (m) and δ<1.25 on metric depth; "
-                 "x-view AbsRel: depth disagreement between views reprojected into each other; seam ratio: "
+                 "x-view AbsRel: depth disagreement between views reprojected into each other; hole x-view L1 / PSNR / "
+                 "depth err: the same between two views' completions where both had to fill the surface (holes of "
+                 "both that the ground truth says both see); seam ratio: "
                  "|left − right edge| over ordinary neighbouring columns (1 = seamless).</p>")  # fmt: skip
     for room_id in sorted(results["model"]["rooms"]):
         pred_room = pred_dir / room_id
