@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="hard (default): large rooms, L shapes, two rooms joined by a doorway, partition walls, "
         "tall and multi-part furniture, pictures, tiled / brick / panelled surfaces, cameras spread "
         "1-4 m from view 0, so that typically 5-15%% of a target view is unseen from view 0; "
-        "easy: the original small rooms on a short camera walk (~1%% unseen)",
+        "easy: the original small rooms on a short camera walk (~3%% unseen)",
     )
 
 

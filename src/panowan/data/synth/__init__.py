@@ -10,13 +10,14 @@ Two generators, `make_scene(seed, num_views, difficulty)` (deterministic in `see
 
 - "easy" (`easy.py`, the library default; bit-for-bit the original generator): one box or an L of
   two boxes, 1-7 pieces of furniture, solid textures (checker, stripes, value noise, wood), cameras on
-  a short random walk (0.3-0.9 m steps). Only ~1% of a target view is unseen from view 0.
+  a short random walk (0.3-0.9 m steps). ~3% of a target view is unseen from view 0 (256x512).
 - "hard" (`hard.py`, `furniture.py`; the `panowan synth` default): a large box, an L, or two rooms
   joined by a doorway (a door box through the wall between them, a lintel above it); often a
   full-height partition wall with a gap; 5-15 multi-part items (tall cabinets, bookshelves with
   books, wardrobes, sofas, beds, tables and desks on legs, columns, ...); framed pictures on the
   walls; tiled, brick, panelled and plank surfaces; cameras scattered 1-4 m from view 0 within its
-  sight. Typically 5-15% of a target view's pixels are unseen from view 0 at 256x512.
+  sight. Typically 5-15% of a target view's pixels are unseen from view 0 at 256x512 (~9% on
+  average; lower resolutions read higher, as grazing surfaces drop out of the reprojection).
 
 The unseen fraction of a view (`stats.py`) is the hole of the mask `panowan prepare` writes: view 0's
 range reprojected into the view with `panowan.geometry.reproject.reproject_erp`.
