@@ -64,7 +64,7 @@ def _parts(name: str, s: np.ndarray, height: float, material: Material, rng) -> 
             box(t, k * (sy - t) / n, t, sx - t, k * (sy - t) / n + t, sz, "shelf") for k in range(n + 1)
         ]
         books = _random_material(rng, ["stripes", "noise"], (0.5, 0.9), (0.3, 0.8), (0.04, 0.1))
-        books = Material(books.kind, books.color_a, books.color_b, books.scale, np.array([1.0, 0.0, 0.0]),
+        books = Material(books.kind, books.color_a, books.color_b, books.scale, np.array([1.0, 0.0, 1.0]) / 2**0.5,
                          books.offset, books.seed)  # fmt: skip
         for k in range(n):  # a row of books on every shelf
             y0 = k * (sy - t) / n + t
