@@ -1,0 +1,184 @@
+"""Completing every view of a room in passes of the model's frame count.
+
+A model samples videos of F = 4k + 1 frames (views); a room may have more views. The room is then completed
+in passes (`plan_passes`):
+
+- pass 0 holds exactly the views one sample of the dataset holds (`RoomDataset.selected_views`: view 0, the
+  room's last view and seeded middle views), so a room of at most F views is one pass, completed exactly as a
+  single `complete_room` call completes it;
+- every later pass holds view 0 (the known panorama), at most F - 2 views not yet completed (the remaining
+  views in ascending order, spread evenly over the fewest passes), and fills its other frames with views
+  completed by earlier passes, nearest first (camera distance to the pass's new views; ties: lower view
+  number). So each later pass holds at least one completed view besides view 0.
+
+A completed view enters a later pass as a *known* frame, exactly as view 0 does: its completed RGB and depth
+are the frame's condition (`cond_rgb` = the completed RGB in [-1, 1], `cond_depth` = the completed depth
+normalised by the room's `DepthNorm`, as every condition is) and its mask is all ones (`known_frames`). Each
+view's result is the one of the pass that completed it; a view known in a pass is never overwritten. The frames
+of a pass are in the dataset's model order (ascending view number, or its nearest-neighbour path with
+`view_order="path"`). Pass 0 uses the run's seed; pass k > 0 a seed derived from (seed, k) (`pass_seed`), so
+the whole completion is deterministic in the seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from panowan.sample.pipeline import Completion, complete_room
+from panowan.sample.rooms import sample_views
+from panowan.utils.timing import PhaseTimer, disabled_timer
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One pass: `views` its frames in model order (view 0 first); `completed` the views it completes (pass 0:
+    all its frames, view 0 included); `known` the views completed earlier that it holds as known frames;
+    `seed` its noise seed."""
+
+    index: int
+    views: tuple[int, ...]
+    completed: tuple[int, ...]
+    known: tuple[int, ...]
+    seed: int
+
+    def to_dict(self) -> dict:
+        return {"views": list(self.views), "completed": list(self.completed), "known": list(self.known),
+                "seed": self.seed}  # fmt: skip
+
+
+def pass_seed(seed: int, index: int) -> int:
+    """The noise seed of pass `index`: the run's seed for pass 0, else one derived from (seed, index)."""
+    if index == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed) % 2**63, index]).generate_state(1, np.uint32)[0])
+
+
+def plan_passes(
+    views: Sequence[int],
+    first: Sequence[int],
+    *,
+    positions: Mapping[int, np.ndarray] | None = None,
+    view_order: str = "index",
+    seed: int = 0,
+) -> list[Pass]:
+    """The passes (module docstring) that complete every one of the room's `views` (sorted, view 0 first),
+    starting with the frames `first` (pass 0, F = len(first) frames a pass). `positions`: camera position per
+    view (nearest completed views, path order); without them view numbers stand in for positions."""
+    views, first = [int(v) for v in views], [int(v) for v in first]
+    ref, size = views[0], len(first)
+    if first[0] != ref or len(set(first)) != size or not set(first) <= set(views):
+        raise ValueError(f"pass 0 {first} must start with view {ref} and hold distinct views of {views}")
+    plan = [Pass(0, tuple(first), tuple(first), (), pass_seed(seed, 0))]
+    remaining = [v for v in views if v not in set(first)]
+    if not remaining:
+        return plan
+    if size < 3:
+        raise ValueError(f"passes of {size} frames cannot hold view 0, a new view and a completed one")
+    where = positions or {v: np.array([float(v), 0.0, 0.0]) for v in views}
+    count = math.ceil(len(remaining) / (size - 2))
+    done = [v for v in first if v != ref]
+    start = 0
+    for k in range(1, count + 1):
+        take = len(remaining) // count + (k <= len(remaining) % count)
+        new = remaining[start : start + take]
+        start += take
+        known = _nearest(done, new, size - 1 - len(new), where)
+        frames = _model_order([ref, *sorted(new + known)], where, view_order)
+        plan.append(Pass(k, tuple(frames), tuple(new), tuple(sorted(known)), pass_seed(seed, k)))
+        done += new
+    return plan
+
+
+def _nearest(candidates: Sequence[int], targets: Sequence[int], count: int, where) -> list[int]:
+    """The `count` candidates nearest to any target (ties: lower view number)."""
+
+    def distance(v: int) -> float:
+        return min(float(np.linalg.norm(np.asarray(where[v]) - np.asarray(where[t]))) for t in targets)
+
+    return sorted(candidates, key=lambda v: (distance(v), v))[:count]
+
+
+def _model_order(frames: list[int], where, view_order: str) -> list[int]:
+    """`frames` (view 0 first, the rest ascending) in the dataset's model order."""
+    if view_order != "path":
+        return frames
+    from panowan.data.dataset import path_order
+
+    order = path_order(np.stack([np.asarray(where[v], dtype=np.float64) for v in frames]))
+    return [frames[k] for k in order]
+
+
+def known_frames(sample, completed: Mapping[int, tuple[torch.Tensor, torch.Tensor]]):
+    """`sample` with the views in `completed` ({view: (rgb_3HW in [0, 1], depth_1HW metres)}) as known
+    frames: their completion is the condition (RGB in [-1, 1]; depth normalised by the room's `DepthNorm`,
+    clamped to [-1, 1], 0 where it has none) and their mask is all ones. The ground-truth fields are kept."""
+    cond_rgb, cond_depth, mask = sample.cond_rgb.clone(), sample.cond_depth.clone(), sample.mask.clone()
+    for i, view in enumerate(sample.view_indices):
+        if view not in completed:
+            continue
+        rgb, depth = completed[view]
+        depth = depth.to(cond_depth.dtype)
+        valid = torch.isfinite(depth) & (depth > 0)
+        normalised = sample.depth_norm.normalize(torch.where(valid, depth, torch.ones_like(depth)))
+        cond_rgb[i] = (rgb.to(cond_rgb.dtype) * 2 - 1).clamp(-1, 1)
+        cond_depth[i] = torch.where(valid, normalised.clamp(-1, 1), torch.zeros_like(depth))
+        mask[i] = 1
+    return dataclasses.replace(sample, cond_rgb=cond_rgb, cond_depth=cond_depth, mask=mask)
+
+
+@dataclass
+class MultiPassCompletion:
+    """Every view of one room: `completion` (a `Completion` over all views, each view's tensors from the pass
+    that completed it; `view_indices` ascending, or pass 0's model order for a single pass), the `passes` and
+    `completed_in` (the pass that completed each view, in `completion.view_indices` order)."""
+
+    completion: Completion
+    passes: list[Pass]
+    completed_in: list[int]
+
+
+def complete_all_views(
+    model,
+    codec,
+    encoder,
+    dataset,
+    index: int,
+    *,
+    seed: int = 0,
+    timer: PhaseTimer | None = None,
+    **kwargs,
+) -> MultiPassCompletion:
+    """Complete every view of room `index` of `dataset` (a `RoomDataset`) in passes (module docstring).
+    `kwargs`: `complete_room`'s sampling options (steps, sampler, guidance, flow_shift, ...). `timer` receives
+    "read" (assembling each pass's sample) and `complete_room`'s phases, summed over the passes."""
+    timer = timer or disabled_timer()
+    info = dataset.rooms[index]
+    with timer.phase("read"):
+        first = dataset.sample(index, dataset.epoch)  # what `dataset[index]` is
+    positions = {v: info.poses[k].position.double().numpy() for k, v in enumerate(info.views)}
+    plan = plan_passes(info.views, first.view_indices, positions=positions,
+                       view_order=dataset.view_order, seed=seed)  # fmt: skip
+    done = complete_room(model, codec, encoder, first, seed=plan[0].seed, timer=timer, **kwargs)
+    if len(plan) == 1:
+        return MultiPassCompletion(done, plan, [0] * len(done.view_indices))
+    views: dict[int, tuple[int, int, Completion]] = {v: (0, i, done) for i, v in enumerate(done.view_indices)}
+    for step in plan[1:]:
+        with timer.phase("read"):
+            known = {v: (views[v][2].rgb_F3HW[views[v][1]], views[v][2].depth_m_F1HW[views[v][1]])
+                     for v in step.known}  # fmt: skip
+            sample = known_frames(sample_views(dataset, index, step.views), known)
+        out = complete_room(model, codec, encoder, sample, seed=step.seed, timer=timer, **kwargs)
+        for i, v in enumerate(out.view_indices):
+            if v in step.completed:
+                views[v] = (step.index, i, out)
+    order = sorted(views)
+    parts = {name: torch.stack([getattr(views[v][2], name)[views[v][1]] for v in order])
+             for name in ("rgb_F3HW", "depth_m_F1HW", "raw_rgb_F3HW", "raw_depth_m_F1HW", "mask_F1HW")}  # fmt: skip
+    merged = Completion(room_id=done.room_id, view_indices=order, settings=dict(done.settings), **parts)
+    return MultiPassCompletion(merged, plan, [views[v][0] for v in order])
