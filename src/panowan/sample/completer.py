@@ -149,7 +149,7 @@ class Completer:
         `(RoomDataset, index)` pair (an item of a dataset opened for this model: `sample.rooms.open_rooms`),
         or a bare `Sample` (its views only, one pass; `poses` for `save`).
 
-        `seed` seeds the noise and the choice of pass 0's views; `steps` / `sampler`: the model's recommended
+        `seed` seeds the noise (every pass's: `multipass.pass_seed`); `steps` / `sampler`: the model's recommended
         sampling unless given; guidance > 1 adds an unconditional pass with `negative_prompt`; `composite=False`
         keeps the raw model output at known pixels; `seam_roll=False` does not roll latents across the ERP seam;
         `refine=False` skips the model's depth refiner. `timer` receives the seconds of each phase."""

@@ -1,12 +1,15 @@
 """Completing every view of a room in passes of the model's frame count.
 
-A model samples videos of F = 4k + 1 frames (views); a room may have more views. The room is then completed
-in passes (`plan_passes`):
+A model samples videos of F = 4k + 1 frames (views); a room may have more views. The dataset
+(`RoomDataset.selected_views`) would pick F of them at random (seeded by the room's index in its data root and
+the epoch: a training choice) and drop the others; here the frame lists are built explicitly
+(`plan_passes`), from the room's views and poses only, so that a room completes the same wherever it lies:
 
-- pass 0 holds exactly the views one sample of the dataset holds (`RoomDataset.selected_views`: view 0, the
-  room's last view and seeded middle views), so a room of at most F views is one pass, completed exactly as a
-  single `complete_room` call completes it;
-- every later pass holds view 0 (the known panorama), at most F - 2 views not yet completed (the remaining
+- P = the largest 4k + 1 not above F nor the room's view count V (`RoomDataset`'s own `frame_count`);
+- pass 0 holds view 0, the last view and P - 2 views evenly spread between them (all views if V = P: then the
+  room is one pass, exactly the dataset's sample, completed exactly as a single `complete_room` call completes
+  it);
+- every later pass holds view 0 (the known panorama), at most P - 2 views not yet completed (the remaining
   views in ascending order, spread evenly over the fewest passes), and fills its other frames with views
   completed by earlier passes, nearest first (camera distance to the pass's new views; ties: lower view
   number). So each later pass holds at least one completed view besides view 0.
@@ -59,28 +62,39 @@ def pass_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed) % 2**63, index]).generate_state(1, np.uint32)[0])
 
 
+def first_pass(views: Sequence[int], size: int) -> list[int]:
+    """Pass 0 of a room with sorted `views` and passes of `size` frames: the first and last view and `size` - 2
+    views evenly spread between them (by position in `views`); all of them if there are no more."""
+    views = [int(v) for v in views]
+    if size >= len(views):
+        return views
+    picks = np.floor(np.linspace(0, len(views) - 1, size) + 0.5).astype(int)
+    return [views[k] for k in picks]
+
+
 def plan_passes(
     views: Sequence[int],
-    first: Sequence[int],
+    size: int,
     *,
     positions: Mapping[int, np.ndarray] | None = None,
     view_order: str = "index",
     seed: int = 0,
 ) -> list[Pass]:
-    """The passes (module docstring) that complete every one of the room's `views` (sorted, view 0 first),
-    starting with the frames `first` (pass 0, F = len(first) frames a pass). `positions`: camera position per
-    view (nearest completed views, path order); without them view numbers stand in for positions."""
-    views, first = [int(v) for v in views], [int(v) for v in first]
-    ref, size = views[0], len(first)
-    if first[0] != ref or len(set(first)) != size or not set(first) <= set(views):
-        raise ValueError(f"pass 0 {first} must start with view {ref} and hold distinct views of {views}")
+    """The passes (module docstring) of `size` frames that complete every one of the room's `views` (sorted,
+    view 0 first). `positions`: camera position per view (nearest completed views, path order); without them
+    view numbers stand in for positions."""
+    views = [int(v) for v in views]
+    if len(set(views)) != len(views) or views != sorted(views):
+        raise ValueError(f"views must be distinct and sorted, got {views}")
+    if not 3 <= size <= len(views):
+        raise ValueError(f"passes of {size} frames for {len(views)} views (3 <= size <= views)")
+    where = positions or {v: np.array([float(v), 0.0, 0.0]) for v in views}
+    ref, first = views[0], first_pass(views, size)
+    first = _model_order(first, where, view_order)
     plan = [Pass(0, tuple(first), tuple(first), (), pass_seed(seed, 0))]
     remaining = [v for v in views if v not in set(first)]
     if not remaining:
         return plan
-    if size < 3:
-        raise ValueError(f"passes of {size} frames cannot hold view 0, a new view and a completed one")
-    where = positions or {v: np.array([float(v), 0.0, 0.0]) for v in views}
     count = math.ceil(len(remaining) / (size - 2))
     done = [v for v in first if v != ref]
     start = 0
@@ -105,9 +119,9 @@ def _nearest(candidates: Sequence[int], targets: Sequence[int], count: int, wher
 
 
 def _model_order(frames: list[int], where, view_order: str) -> list[int]:
-    """`frames` (view 0 first, the rest ascending) in the dataset's model order."""
+    """`frames` (view 0 first, the rest ascending) in the dataset's model order (`RoomDataset.selected_views`)."""
     if view_order != "path":
-        return frames
+        return list(frames)
     from panowan.data.dataset import path_order
 
     order = path_order(np.stack([np.asarray(where[v], dtype=np.float64) for v in frames]))
@@ -157,13 +171,15 @@ def complete_all_views(
     """Complete every view of room `index` of `dataset` (a `RoomDataset`) in passes (module docstring).
     `kwargs`: `complete_room`'s sampling options (steps, sampler, guidance, flow_shift, ...). `timer` receives
     "read" (assembling each pass's sample) and `complete_room`'s phases, summed over the passes."""
+    from panowan.data.dataset import frame_count
+
     timer = timer or disabled_timer()
     info = dataset.rooms[index]
-    with timer.phase("read"):
-        first = dataset.sample(index, dataset.epoch)  # what `dataset[index]` is
-    positions = {v: info.poses[k].position.double().numpy() for k, v in enumerate(info.views)}
-    plan = plan_passes(info.views, first.view_indices, positions=positions,
+    positions = {v: info.poses[k].position.numpy() for k, v in enumerate(info.views)}
+    plan = plan_passes(info.views, frame_count(len(info.views), dataset.num_frames), positions=positions,
                        view_order=dataset.view_order, seed=seed)  # fmt: skip
+    with timer.phase("read"):
+        first = sample_views(dataset, index, plan[0].views)
     done = complete_room(model, codec, encoder, first, seed=plan[0].seed, timer=timer, **kwargs)
     if len(plan) == 1:
         return MultiPassCompletion(done, plan, [0] * len(done.view_indices))
