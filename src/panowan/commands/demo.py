@@ -51,6 +51,26 @@ def _training_seeds(train: dict) -> set[int]:
     return {int(s) for s in (seeds if isinstance(seeds, list) else [seeds])}
 
 
+def _complete_rooms(source, data, pred, frames: int, height: int, steps: int, sampler: str) -> None:
+    """Complete every room under `data` into `pred` with the Python API (`panowan.sample.completer`): the files
+    `panowan infer --num_frames FRAMES --resolution HEIGHT` writes (seed 0, every view, in passes if needed)."""
+    import warnings
+
+    import torch
+
+    from panowan.sample.completer import Completer
+    from panowan.sample.rooms import open_rooms
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # already reported
+        completer = Completer.from_pretrained(source, device=device, num_frames=frames, resolution=height)
+    dataset, indices = open_rooms(str(data), None, frames, height, 0, source.model_config.condition_fills())
+    for index in indices:
+        room = completer.complete((dataset, index), steps=steps, sampler=sampler, seed=0, progress=True)
+        log.info("wrote %s", room.save(pred))
+
+
 def run(args: argparse.Namespace) -> int:
     import time
     import warnings
@@ -83,19 +103,13 @@ def run(args: argparse.Namespace) -> int:
     summary = prepare_rooms(data, overwrite=True, progress=False)
     if summary.failed:
         raise ValueError(f"preparing the demo rooms failed: {summary.failed}")
-    parser = argparse.ArgumentParser()
-    infer_cmd.add_arguments(parser)
     steps, sampler = infer_cmd.sampling_settings(source, args.steps, args.sampler, default_steps=10)
-    infer_args = parser.parse_args(["--data_root", str(data), "--output_dir", str(pred), "--num_inference_steps",
-                                    str(steps), "--sampler", sampler, "--num_frames", str(frames), "--resolution", str(height),
-                                    *(["--model_dir", str(args.model_dir)] if args.model_dir else [])])  # fmt: skip
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # already reported above
-        infer_cmd.infer(infer_args)
+    _complete_rooms(source, data, pred, frames, height, steps, sampler)
     results = eval_cmd.evaluate_with_baselines(pred, data, None, args.baselines, out / "baselines")
     json_path, md_path = eval_cmd.write_results(results, out / "metrics.json")
-    notes = [f"{args.rooms} synthetic rooms (seed {args.seed}, never used in training), {frames} views each at "
-             f"{height}x{2 * height}; model: {source.description}; {steps} steps of the {sampler} sampler; "
+    passes = "" if frames == args.views else f" (completed in passes of {frames} frames)"
+    notes = [f"{args.rooms} synthetic rooms (seed {args.seed}, never used in training), {args.views} views each"
+             f"{passes} at {height}x{2 * height}; model: {source.description}; {steps} steps of the {sampler} sampler; "
              f"ran in {time.monotonic() - start:.0f} s."]  # fmt: skip
     report = write_report(out / "report.html", data, pred, results, title="panowan demo", notes=notes,
                           warnings_=warn_lines)  # fmt: skip
