@@ -47,7 +47,7 @@ from pathlib import Path
 
 from panowan.models.exported import read_exported
 from panowan.models.lora import EVERY_LINEAR_TARGET
-from panowan.models.presets import CONDITION_FILLS
+from panowan.models.presets import CONDITION_FILLS, INTERACTIONS
 
 LORA_TARGETS = list(EVERY_LINEAR_TARGET)
 PROBE_STEPS = 40
@@ -71,11 +71,31 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--rooms", type=int, default=96, help="training rooms")
     p.add_argument("--data_workers", type=int, default=8, help="processes of panowan synth and prepare")
     p.add_argument("--train_seed", type=int, default=0, help="synth seed of the training rooms")
+    p.add_argument("--difficulty", default="easy", choices=["easy", "hard"],
+                   help="synth room type of the training rooms (panowan synth --difficulty; the shipped model up "
+                        "to v2 trained on easy rooms)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=None,
+                   help="training seed (initialisation, noise, data order); default: --train_seed")  # fmt: skip
+    p.add_argument("--interactions", default=None, choices=INTERACTIONS,
+                   help="exchanges of the model (panowan train --interactions; the ablations); default: the "
+                        "--init_from model's, else pose+cross")  # fmt: skip
+    p.add_argument("--pixel_decoder_width", type=int, default=None,
+                   help="width of each stream's learnt full-resolution decoder (panowan train "
+                        "--pixel_decoder_width); default: the --init_from model's, else 0 (none)")  # fmt: skip
+    p.add_argument("--pixel_weight", type=float, default=1.0, help="weight of the pixel decoders' loss")
+    p.add_argument("--pixel_frames", type=int, default=1,
+                   help="target views per sample decoded at full resolution for the pixel loss")  # fmt: skip
+    p.add_argument("--max_grad_norm", type=float, default=1.0,
+                   help="gradient clipping over all trainable weights (0: none; with --interactions none the two "
+                        "streams then train exactly as if each were trained alone)")  # fmt: skip
     p.add_argument("--resolution", type=int, default=64, help="panorama height (width 2x)")
     p.add_argument("--num_frames", type=int, default=5, help="views per training sample")
     p.add_argument("--steps", type=int, default=1800, help="optimiser steps (ignored with --time_budget)")
     p.add_argument("--time_budget", type=float, default=0,
                    help="seconds for probe + training; sets --steps from a measured step time (0: off)")  # fmt: skip
+    p.add_argument("--stop_after", type=float, default=0,
+                   help="seconds after which the training run is stopped and its last complete checkpoint exported "
+                        "(a safety net for a fixed --steps; 0: none; ignored with --time_budget)")  # fmt: skip
     p.add_argument("--batch", type=int, default=8, help="rooms per step")
     p.add_argument(
         "--lr", type=float, default=1e-3, help="peak learning rate (cosine schedule, 100 warm-up steps)"
@@ -123,9 +143,13 @@ def train_command(args: argparse.Namespace, data: Path, run: Path, steps: int) -
             "--lr_scheduler", "cosine", "--lr_warmup_steps", str(min(100, steps // 10)),
             "--lora_rank", str(args.lora_rank), *(["--lora_targets", *LORA_TARGETS] if args.lora_rank else []),
             "--hole_weight", str(args.hole_weight),
-            "--checkpointing_steps", str(max(50, steps // 8)), "--checkpoints_total_limit", "2",
+            "--checkpointing_steps", str(50 if args.stop_after else max(50, steps // 8)), "--checkpoints_total_limit", "2",
             "--dataloader_workers", str(args.workers), "--cache_files", "--mixed_precision", args.mixed_precision,
-            "--seed", str(args.train_seed), "--no-progress", "--no-tensorboard",
+            "--seed", str(args.train_seed if args.seed is None else args.seed), "--no-progress", "--no-tensorboard",
+            "--max_grad_norm", str(args.max_grad_norm), "--pixel_weight", str(args.pixel_weight),
+            "--pixel_frames", str(args.pixel_frames),
+            *(["--interactions", args.interactions] if args.interactions else []),
+            *(["--pixel_decoder_width", str(args.pixel_decoder_width)] if args.pixel_decoder_width is not None else []),
             *(["--init_from", args.init_from] if args.init_from else []),
             *(["--rgb_condition_fill", args.rgb_condition_fill] if args.rgb_condition_fill else []),
             *(["--depth_condition_fill", args.depth_condition_fill] if args.depth_condition_fill else []),
@@ -154,12 +178,13 @@ def steps_for_budget(args: argparse.Namespace, data: Path, work: Path) -> tuple[
     return steps, {"probe_seconds_per_step": round(pace, 4), "probe_overhead_seconds": round(overhead, 1)}
 
 
-def machine() -> str:
+def machine(mixed_precision: str = "no") -> str:
     import torch
 
+    precision = "float32" if mixed_precision == "no" else f"{mixed_precision} autocast"
     if torch.cuda.is_available():
-        return f"1x {torch.cuda.get_device_name()}, float32"
-    return f"{torch.get_num_threads()} CPU threads, float32"
+        return f"1x {torch.cuda.get_device_name()}, {precision}"
+    return f"{torch.get_num_threads()} CPU threads, {precision}"
 
 
 def export(args: argparse.Namespace, work: Path, run: Path, info: dict) -> None:
@@ -186,7 +211,7 @@ def data_commands(args: argparse.Namespace, data: str) -> list[list[str]]:
     """The `panowan synth` and `panowan prepare` arguments that make the training rooms in `data` (what is run,
     and, with DATA for the folder, what the export records)."""
     return [["synth", "--out", data, "--rooms", str(args.rooms), "--views", "9", "--height", str(args.resolution),
-             "--width", str(2 * args.resolution), "--seed", str(args.train_seed)],
+             "--width", str(2 * args.resolution), "--seed", str(args.train_seed), "--difficulty", args.difficulty],
             ["prepare", "--data_root", data]]  # fmt: skip
 
 
@@ -230,7 +255,7 @@ def main() -> None:
     make_data(args, data, exe)
     print(f"data ready in {time.monotonic() - t0:.0f} s", flush=True)
     info: dict = {"synth_seeds": [args.train_seed], "rooms": args.rooms, "resolution": args.resolution,
-                  "num_frames": args.num_frames, "flow_shift": 3.0, "machine": machine(),
+                  "num_frames": args.num_frames, "flow_shift": 3.0, "machine": machine(args.mixed_precision),
                   "data_commands": describe_data(args),
                   "recipe": "python scripts/train_default_model.py " + " ".join(sys.argv[1:])}  # fmt: skip
     if args.init_from:  # what the starting model was trained with
@@ -240,7 +265,7 @@ def main() -> None:
         steps, probe = steps_for_budget(args, data, work)
         info.update(probe)
     cmd = train_command(args, data, run, steps)
-    left = args.time_budget - (time.monotonic() - t_train) if args.time_budget else None
+    left = args.time_budget - (time.monotonic() - t_train) if args.time_budget else (args.stop_after or None)
     sh(*cmd, timeout=left)
     info.update({"train_seconds": round(time.monotonic() - t_train),
                  "train_command": " ".join(cmd[2:]).replace(str(data), "DATA").replace(str(run), "RUN")

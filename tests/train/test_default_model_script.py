@@ -36,7 +36,7 @@ def script(monkeypatch):
 
 
 def _args(**kw) -> argparse.Namespace:
-    base = {"rooms": 4, "resolution": 32, "train_seed": 0, "data_workers": 1}
+    base = {"rooms": 4, "resolution": 32, "train_seed": 0, "data_workers": 1, "difficulty": "easy"}
     return argparse.Namespace(**{**base, **kw})
 
 

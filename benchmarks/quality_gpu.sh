@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The GPU runs behind BENCHMARKS.md "Completion quality" and "Ablation", as two calls of at most 10 minutes on one
+# H100 (the device tool's limit), each from a bare machine (diffusers carried as wheels in .whl, see
+# benchmarks/README or the device notes; panowan from the working tree through PYTHONPATH):
+#   stage 1: the ablation (benchmarks/ablation.py: 5 variants x 2 seeds at 128x256, side by side) and, beside it,
+#            the first run of the successor default model at 256x512 (from the v2 default, pixel decoders added);
+#   stage 2: the second run of the default model (from stage 1's export, carried in .gpu/) and its evaluation.
+# Usage: bash benchmarks/quality_gpu.sh 1|2 OUT_DIR
+set -euo pipefail
+stage=$1 out=$2
+if [[ -d .whl ]]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD/src
+fi
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt" || true
+DM=(--difficulty hard --resolution 256 --batch 16 --hole_weight 3 --rgb_condition_fill harmonic
+    --depth_condition_fill harmonic --pixel_decoder_width 16 --mixed_precision bf16 --eval_rooms 0 --data_workers 10
+    --workers 3 --rooms 80)
+if [[ $stage == 1 ]]; then
+  python3 scripts/train_default_model.py --work /tmp/dm1 --export /tmp/dm1/export --init_from src/panowan/assets \
+    --train_seed 0 --steps 3000 --stop_after 340 --lr 5e-4 "${DM[@]}" > "$out/dm1.log" 2>&1 &
+  python3 benchmarks/ablation.py --work /tmp/abl --seeds 0 1 --resolution 128 --rooms 96 --steps 600 --batch 16 \
+    --stop_after 300 --device cuda --mixed_precision bf16 --data_workers 6 --json "$out/ablation.json" \
+    > "$out/ablation.log" 2>&1 || echo "ablation exited $?"
+  wait || true
+  tar -C /tmp/dm1 -czf "$out/dm1_export.tgz" export
+  tar -C /tmp/abl -czf "$out/ablation_runs.tgz" --exclude 'checkpoint-*' --exclude 'data' --exclude '*.safetensors' \
+    --exclude 'eval_data' --exclude 'baselines' --exclude '*.npy' --exclude '*.png' --exclude '*.ply' . || true
+  tar -C /tmp/abl/runs -czf "$out/ablation_full_s0.tgz" full-s0/export || true
+else
+  mkdir -p /tmp/dm1 && tar -C /tmp/dm1 -xzf .gpu/dm1_export.tgz
+  python3 scripts/train_default_model.py --work /tmp/dm2 --export /tmp/dm2/export --init_from /tmp/dm1/export \
+    --train_seed 1 --steps 3000 --stop_after 400 --lr 3e-4 "${DM[@]}" > "$out/dm2.log" 2>&1 || echo "dm2 exited $?"
+  tar -C /tmp/dm2 -czf "$out/dm2_export.tgz" export
+  python3 benchmarks/bench_quality.py --model_dir /tmp/dm2/export --work /tmp/bq --device cuda --workers 12 \
+    --json "$out/quality_gpu.json" > "$out/bench_quality.log" 2>&1 || echo "bench_quality exited $?"
+fi
+ls -la "$out"
