@@ -5,7 +5,7 @@ Wan I2V model, its VAE and its real-size encoders (UMT5-XXL, CLIP ViT-H/14), ran
     python benchmarks/bench_infer_room.py --scale tiny --views 5 --height 64 --steps 2 --out tiny.json  # CPU
 
 Steps (one command):
-1. a diffusers-layout base folder with random weights in --workdir (`panowan.models.testing`: the models
+1. a diffusers-layout base folder with random weights in --workdir (`panowan.models.replicas`: the models
    are built on the GPU in bf16, the VAE in float32, and saved as sharded safetensors);
    meanwhile, in the background, `panowan synth` + `panowan prepare` make one room (CPU work);
 2. checkpoint-0 of a `panowan train --preset from_base` run that never stepped: each stream's LoRA,
@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from panowan.models.testing import (
+from panowan.models.replicas import (
     build_i2v_parts,
     tiny_i2v_sizes,
     wan_i2v_14b_sizes,

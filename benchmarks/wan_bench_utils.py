@@ -53,7 +53,7 @@ def empty_wan(wan_kwargs: dict, device: torch.device | str, dtype=torch.bfloat16
     dual-stream modules built beside it, which are initialised on their own)."""
     from diffusers import WanTransformer3DModel
 
-    from panowan.models.testing import default_device_dtype
+    from panowan.models.replicas import default_device_dtype
 
     with default_device_dtype("meta", dtype):
         model = WanTransformer3DModel(**wan_kwargs)

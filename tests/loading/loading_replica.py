@@ -1,7 +1,7 @@
 """Tiny replicas of the two published Wan2.1-I2V folder layouts, with random weights.
 
 The models are built in memory (diffusers / transformers classes, 2 layers, widths 16-32, by
-`panowan.models.testing.build_i2v_parts`, which the GPU benchmarks use at the real sizes), then written
+`panowan.models.replicas.build_i2v_parts`, which the GPU benchmarks use at the real sizes), then written
 
 - in the diffusers layout with `save_pretrained` (as `Wan2.1-I2V-14B-720P-Diffusers`), and
 - in the original layout with Wan's own key names (as `Wan2.1-I2V-14B-720P`): the transformer and VAE keys
@@ -9,7 +9,7 @@ The models are built in memory (diffusers / transformers classes, 2 layers, widt
   the UMT5 / CLIP keys by writing Wan's T5Encoder / XLMRobertaCLIP names (wan/modules/t5.py, clip.py).
 
 A tiny Unigram (T5-style) tokenizer is trained with the `tokenizers` library on a few sentences
-(`panowan.models.testing.build_tokenizer`).
+(`panowan.models.replicas.build_tokenizer`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from panowan.models.testing import WanI2VParts, build_i2v_parts, tiny_i2v_sizes, write_diffusers_layout
+from panowan.models.replicas import WanI2VParts, build_i2v_parts, tiny_i2v_sizes, write_diffusers_layout
 
 # Wan's own config.json keys for the same model (as published for Wan2.1-I2V-14B-720P).
 ORIGINAL_CONFIG = {
@@ -53,7 +53,7 @@ def _randomise(model: torch.nn.Module, seed: int, scale: float = 0.2) -> None:
 
 
 def build_replica(seed: int = 0) -> Replica:
-    """The tiny sizes (`panowan.models.testing.tiny_i2v_sizes`, a plain CLIPVisionModel as Wan's original
+    """The tiny sizes (`panowan.models.replicas.tiny_i2v_sizes`, a plain CLIPVisionModel as Wan's original
     layout holds no projection) with every parameter randomised."""
     rep = build_i2v_parts(tiny_i2v_sizes("CLIPVisionModel"), seed=seed)
     for i, m in enumerate((rep.transformer, rep.vae, rep.text_encoder, rep.image_encoder)):

@@ -8,7 +8,7 @@ import torch
 from panowan.models.dual_stream import DualStreamWan, interaction_schedule
 from panowan.models.interaction import CrossStreamAttention, PoseCrossAttention
 from panowan.models.presets import get_preset
-from panowan.models.testing import tiny_dual_stream, tiny_inputs
+from panowan.models.replicas import tiny_dual_stream, tiny_inputs
 from panowan.parallel.exchange import LocalExchange
 
 

@@ -16,7 +16,7 @@ from panowan.models.lora import (
     save_trainable,
     trainable_parameter_groups,
 )
-from panowan.models.testing import tiny_dual_stream, tiny_inputs
+from panowan.models.replicas import tiny_dual_stream, tiny_inputs
 
 
 def _trained(seed=0, rank=4, **overrides):

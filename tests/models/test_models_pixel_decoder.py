@@ -16,7 +16,7 @@ from panowan.models.pixel_decoder import (
     decoder_inputs,
 )
 from panowan.models.presets import INTERACTIONS
-from panowan.models.testing import tiny_config, tiny_dual_stream, tiny_inputs
+from panowan.models.replicas import tiny_config, tiny_dual_stream, tiny_inputs
 
 
 def _videos(batch=2, frames=3, height=16, width=32, seed=0):
@@ -138,7 +138,7 @@ def test_model_pixel_decoders_export_and_load(tmp_path):
     from panowan.models.dual_stream import DualStreamWan
     from panowan.models.exported import load_exported_weights, read_exported
     from panowan.models.presets import DualStreamConfig
-    from panowan.models.testing import tiny_base
+    from panowan.models.replicas import tiny_base
 
     model, _ = tiny_dual_stream(pixel_decoder_width=4, interactions="pose")
     assert set(model.pixel_decoders) == {"rgb", "depth"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from panowan.models.plucker_net import PluckerNet
-from panowan.models.testing import random_plucker
+from panowan.models.replicas import random_plucker
 
 
 def _token_change(net, base, perturbed, grid):

@@ -10,7 +10,7 @@ import torch
 from diffusers import WanTransformer3DModel
 
 from panowan.models.presets import NOT_ARCHITECTURE, DualStreamConfig, get_preset
-from panowan.models.testing import tiny_dual_stream, tiny_inputs
+from panowan.models.replicas import tiny_dual_stream, tiny_inputs
 
 
 def _count(config: DualStreamConfig) -> int:

@@ -65,7 +65,7 @@ def test_refiner_refuses_sizes_it_cannot_halve():
 
 def test_config_width_builds_and_attaches_the_refiner():
     from panowan.models.presets import DualStreamConfig
-    from panowan.models.testing import tiny_config, tiny_dual_stream
+    from panowan.models.replicas import tiny_config, tiny_dual_stream
 
     with pytest.raises(ValueError, match="depth_refiner_width"):
         tiny_config(depth_refiner_width=-1)
@@ -87,7 +87,7 @@ def test_init_from_an_export_with_a_refiner_drops_it(tmp_path):
     outputs) is left behind with a warning, every other weight is copied."""
     from panowan.commands.infer import export_embedded
     from panowan.models.exported import init_from_exported
-    from panowan.models.testing import tiny_dual_stream
+    from panowan.models.replicas import tiny_dual_stream
 
     source, _ = tiny_dual_stream(seed=5)
     source.attach_depth_refiner(_perturbed())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from diffusers import WanTransformer3DModel
 
-from panowan.models.testing import tiny_base, tiny_config, tiny_inputs
+from panowan.models.replicas import tiny_base, tiny_config, tiny_inputs
 from panowan.models.wan_stream import embed, forward_stream, head, run_block
 
 

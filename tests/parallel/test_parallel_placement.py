@@ -13,7 +13,7 @@ import torch
 from _parallel_harness import load_results, run_ranks
 
 from panowan.models.dual_stream import DualStreamWan
-from panowan.models.testing import tiny_dual_stream, tiny_inputs
+from panowan.models.replicas import tiny_dual_stream, tiny_inputs
 from panowan.parallel.exchange import STREAMS
 from panowan.parallel.grad_sync import sync_gradients
 from panowan.parallel.groups import StreamGroups

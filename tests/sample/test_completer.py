@@ -91,7 +91,7 @@ def test_dataset_item_and_sample_inputs(completer, prepared_root, tmp_path):
 def test_from_pretrained_exported_folder(prepared_root, tmp_path):
     """A folder holding an exported model loads as `--model_dir` does; its recommended sampling is used."""
     from panowan import Completer
-    from panowan.models.testing import tiny_dual_stream
+    from panowan.models.replicas import tiny_dual_stream
 
     model, _ = tiny_dual_stream(seed=3)
     infer_cmd.export_embedded(model, {"resolution": 32, "num_frames": 5}, tmp_path / "m", compact=False,

@@ -163,7 +163,7 @@ def test_unknown_room_error(prepared_root, tmp_path, monkeypatch):
 def checkpoint(tmp_path_factory):
     """A checkpoint folder as the trainer writes it (weights/ via save_trainable, COMPLETE marker)."""
     from panowan.models.lora import add_lora, save_trainable
-    from panowan.models.testing import tiny_dual_stream
+    from panowan.models.replicas import tiny_dual_stream
 
     root = tmp_path_factory.mktemp("run")
     model, _ = tiny_dual_stream(seed=0)
@@ -185,7 +185,7 @@ def test_fully_trained_checkpoint_runs_and_exports(prepared_root, tmp_path):
     """A checkpoint of a run without LoRA (whole streams saved) completes rooms under `--lora_rank 0`, refuses
     another rank, and exports to a model folder that `--model_dir` completes identically."""
     from panowan.models.lora import save_trainable
-    from panowan.models.testing import tiny_dual_stream
+    from panowan.models.replicas import tiny_dual_stream
 
     model, _ = tiny_dual_stream(seed=11)  # a base other than the seed-0 one the loader builds
     folder = tmp_path / "run" / "checkpoint-3"
@@ -248,7 +248,7 @@ def test_config_mismatch_in_weights_is_caught(prepared_root, checkpoint, tmp_pat
 
 def _perturbed_tiny_with_lora():
     from panowan.models.lora import add_lora
-    from panowan.models.testing import tiny_dual_stream
+    from panowan.models.replicas import tiny_dual_stream
 
     model, _ = tiny_dual_stream(seed=3)
     add_lora(model, 4)
@@ -278,7 +278,7 @@ def test_compact_embedded_model_computes_the_same_function(tmp_path):
     adapter model's outputs up to float16 rounding of the weights."""
     from safetensors import safe_open
 
-    from panowan.models.testing import tiny_inputs
+    from panowan.models.replicas import tiny_inputs
 
     model = _perturbed_tiny_with_lora().eval()
     full = infer_cmd.export_embedded(model, {}, tmp_path / "full", compact=False)[0].stat().st_size
@@ -360,7 +360,7 @@ def test_exported_fill_and_sampling_are_what_infer_uses(prepared_root, tmp_path)
     Telea fill complete the holes differently and the known pixels identically; without flags the
     recommendation is used (completion.json), the flags override it; a bad recommendation is refused."""
     from panowan.data.io import read_mask, read_rgb
-    from panowan.models.testing import tiny_dual_stream
+    from panowan.models.replicas import tiny_dual_stream
 
     model, _ = tiny_dual_stream(seed=3)
     filled, _ = tiny_dual_stream(seed=3, rgb_condition_fill="telea")
@@ -397,7 +397,7 @@ def test_pixel_decoders_run_in_inference_and_change_the_holes_only(prepared_root
     zero the files equal the same weights' without decoders (the decoders start as the identity); with trained
     (here: perturbed) decoders the holes change and the known pixels do not; completion.json says so."""
     from panowan.data.io import read_mask, read_rgb
-    from panowan.models.testing import tiny_dual_stream
+    from panowan.models.replicas import tiny_dual_stream
 
     plain, _ = tiny_dual_stream(seed=3)
     decoded, _ = tiny_dual_stream(seed=3, pixel_decoder_width=4)

@@ -90,7 +90,7 @@ def test_hole_log_l1_counts_valid_hole_pixels_only():
 def tiny_model():
     from panowan.models.codec import build_codec
     from panowan.models.encoders import build_encoder
-    from panowan.models.testing import tiny_dual_stream
+    from panowan.models.replicas import tiny_dual_stream
 
     model, config = tiny_dual_stream(seed=3, rgb_condition_fill="telea", depth_condition_fill="ns")
     return model.eval().requires_grad_(False), build_codec(config), build_encoder(config)
@@ -128,7 +128,7 @@ def test_examples_are_what_the_sampler_feeds_the_refiner(prepared_root, tiny_mod
 
 
 def _export_tiny(folder: Path, refiner: DepthRefiner | None = None) -> None:
-    from panowan.models.testing import tiny_dual_stream
+    from panowan.models.replicas import tiny_dual_stream
 
     model, _ = tiny_dual_stream(seed=3, rgb_condition_fill="telea", depth_condition_fill="ns")
     model.attach_depth_refiner(refiner)

@@ -105,7 +105,7 @@ def test_init_from_an_exported_model_starts_the_run_there(rooms, tmp_path) -> No
     """--init_from: the run's first weights are the exported ones (a step at lr 1e-12 moves nothing visible);
     an export of another architecture and a missing folder are refused before training."""
     from panowan.commands.infer import export_embedded
-    from panowan.models.testing import tiny_dual_stream
+    from panowan.models.replicas import tiny_dual_stream
 
     source, _ = tiny_dual_stream(seed=5)
     export_embedded(source, {}, tmp_path / "exported", compact=False)
@@ -351,7 +351,7 @@ def test_condition_fills_train_and_are_recorded(rooms, tmp_path) -> None:
     on), and a run started from that export inherits the fills unless a flag says otherwise; analytic-codec
     presets only."""
     from panowan.commands.infer import export_embedded
-    from panowan.models.testing import tiny_dual_stream
+    from panowan.models.replicas import tiny_dual_stream
 
     zero, filled = tmp_path / "zero", tmp_path / "filled"
     train(make_config(rooms, zero, max_train_steps=1, checkpointing_steps=1, lora_rank=0))
@@ -422,7 +422,7 @@ def test_a_run_with_pixel_decoders_starts_from_an_export_without_them(rooms, tmp
     """--init_from a model without pixel decoders plus --pixel_decoder_width: the streams start from the export,
     the decoders fresh; without the flag the run inherits the export's architecture (no decoders)."""
     from panowan.commands.infer import export_embedded
-    from panowan.models.testing import tiny_dual_stream
+    from panowan.models.replicas import tiny_dual_stream
 
     source, _ = tiny_dual_stream(seed=5)
     export_embedded(source, {}, tmp_path / "exported", compact=False)

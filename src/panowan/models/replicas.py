@@ -1,5 +1,5 @@
-"""Tiny models and inputs for tests (of this package and of the layers above it), and random-weight
-Wan2.1-I2V folders for tests and benchmarks.
+"""Random-weight replicas of the models and of the published Wan2.1-I2V folders: tiny ones to test code that
+uses panowan (this package's tests, and yours), full-size ones for benchmarks. Nothing here downloads anything.
 
 `tiny_dual_stream(seed)` builds the "tiny" preset from a seeded random base Wan transformer;
 `tiny_inputs(...)` gives matching forward kwargs with Plücker maps of random poses.
