@@ -5,7 +5,7 @@
 #   stage 1: the ablation (benchmarks/ablation.py: 5 variants x 2 seeds at 128x256, side by side) and, beside it,
 #            the first run of the successor default model at 256x512 (from the v2 default, pixel decoders added);
 #   stage 2: the second run of the default model (from stage 1's export, carried in .gpu/) and its evaluation.
-# Usage: bash benchmarks/quality_gpu.sh 1|2 OUT_DIR
+# Usage: bash benchmarks/quality_gpu.sh 1|2|3 OUT_DIR
 set -euo pipefail
 stage=$1 out=$2
 if [[ -d .whl ]]; then
@@ -28,7 +28,7 @@ if [[ $stage == 1 ]]; then
   tar -C /tmp/abl -czf "$out/ablation_runs.tgz" --exclude 'checkpoint-*' --exclude 'data' --exclude '*.safetensors' \
     --exclude 'eval_data' --exclude 'baselines' --exclude '*.npy' --exclude '*.png' --exclude '*.ply' . || true
   tar -C /tmp/abl/runs -czf "$out/ablation_full_s0.tgz" full-s0/export || true
-else
+elif [[ $stage == 2 ]]; then
   mkdir -p /tmp/dm1 && tar -C /tmp/dm1 -xzf .gpu/dm1_export.tgz
   python3 scripts/train_default_model.py --work /tmp/dm2 --export /tmp/dm2/export --init_from /tmp/dm1/export \
     --train_seed 1 --steps 3000 --stop_after 400 --lr 3e-4 "${DM[@]}" > "$out/dm2.log" 2>&1 || echo "dm2 exited $?"
@@ -37,3 +37,11 @@ else
     --json "$out/quality_gpu.json" > "$out/bench_quality.log" 2>&1 || echo "bench_quality exited $?"
 fi
 ls -la "$out"
+# stage 3 (a third, shorter call): one more run from stage 2's export (carried in .gpu/dm2_export.tgz) on new rooms
+if [[ $stage == 3 ]]; then
+  mkdir -p /tmp/dm2 && tar -C /tmp/dm2 -xzf .gpu/dm2_export.tgz
+  python3 scripts/train_default_model.py --work /tmp/dm3 --export /tmp/dm3/export --init_from /tmp/dm2/export \
+    --train_seed 2 --steps 3000 --stop_after 230 --lr 2e-4 --sampling_steps 2 --sampler euler "${DM[@]}" \
+    > "$out/dm3.log" 2>&1 || echo "dm3 exited $?"
+  tar -C /tmp/dm3 -czf "$out/dm3_export.tgz" export
+fi

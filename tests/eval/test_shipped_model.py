@@ -8,44 +8,46 @@ import pytest
 
 
 def test_shipped_model_metadata():
-    """Under 20 MB, with the Telea-filled RGB and Navier-Stokes-filled depth conditions, a valid sampling
-    recommendation, a depth refiner, and every run of its chain (and the refiner's fit) recorded with the commands
-    that repeat it."""
+    """Under 50 MB, the method's full architecture (pose and cross-stream exchange, pixel decoders), harmonic
+    condition fills, a valid sampling recommendation, and every run of its chain recorded with the commands that
+    repeat it: three runs on hard rooms at 256x512 on top of the v2 chain (four at 256x512, one at 64x128)."""
     from panowan.commands import infer as infer_cmd
 
     source = infer_cmd.embedded_source()
     assert source.kind == "embedded"
-    assert source.weights.stat().st_size < 20 * 2**20
-    assert source.model_config.condition_fills() == {"rgb": "telea", "depth": "ns"}
+    assert source.weights.stat().st_size < 50 * 2**20
+    config = source.model_config
+    assert config.condition_fills() == {"rgb": "harmonic", "depth": "harmonic"}
+    assert (config.interactions, config.pixel_decoder_width) == ("pose+cross", 16)
     assert source.sampling["num_inference_steps"] >= 1 and source.sampling["sampler"] in ("unipc", "euler")
-    assert source.model_config.depth_refiner_width == 16
-    fit = source.train_config["depth_refiner"]
-    assert {"command", "data_commands", "config", "eval", "ran_as"} <= set(fit)
-    assert fit["eval"]["hole_absrel_refined"] < fit["eval"]["hole_absrel_fill"]
-    run, resolutions = source.train_config, []
+    run, resolutions, hard = source.train_config, [], 0
     while run:
         assert {"data_commands", "train_command", "recipe", "synth_seeds"} <= set(run)
         resolutions.append(run["resolution"])
+        hard += "--difficulty hard" in run["data_commands"]
         run = run.get("init_from")
-    assert resolutions == [256, 256, 256, 256, 64]
+    assert resolutions == [256] * 7 + [64] and hard == 3
 
 
 @pytest.mark.slow
-def test_shipped_model_beats_opencv_in_the_holes(tmp_path):
-    """`panowan demo` (3 rooms of the demo seed, the model's recommended sampling): hole RGB PSNR above both
-    OpenCV inpaintings' and hole depth AbsRel below both (BENCHMARKS.md: 8 rooms, three seeds). Measured on these
-    rooms: 18.84 dB against 18.63 / 18.47, AbsRel 0.142 against 0.182 / 0.179 (Telea / Navier-Stokes)."""
+def test_shipped_model_against_the_classical_fills(tmp_path):
+    """`panowan demo` (3 hard rooms of the demo seed, the model's recommended sampling): hole RGB PSNR well above
+    both OpenCV inpaintings' and hole depth AbsRel below both, and hole PSNR level with the harmonic fill (within
+    0.3 dB; not ahead of it: BENCHMARKS.md). Measured on these rooms (2026-12-06): 17.04 dB against 15.98 / 15.98
+    / 17.06, AbsRel 0.198 against 0.212 / 0.210 / 0.181 (Telea / Navier-Stokes / harmonic)."""
     from panowan.cli import main
 
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--baselines", "telea", "ns"]) == 0
+    assert main(["demo", "--out", str(out)]) == 0
     results = json.loads((out / "metrics.json").read_text())
     model = results["model"]["mean"]["hole"]
     for name in ("telea", "ns"):
         classical = results[name]["mean"]["hole"]
-        assert model["psnr"] > classical["psnr"] + 0.05, (name, model["psnr"], classical["psnr"])
-        assert model["absrel"] < classical["absrel"] - 0.01, (name, model["absrel"], classical["absrel"])
+        assert model["psnr"] > classical["psnr"] + 0.5, (name, model["psnr"], classical["psnr"])
+        assert model["absrel"] < classical["absrel"] - 0.005, (name, model["absrel"], classical["absrel"])
+    harmonic = results["harmonic"]["mean"]["hole"]
+    assert abs(model["psnr"] - harmonic["psnr"]) < 0.3, (model["psnr"], harmonic["psnr"])
     settings = json.loads((out / "completions" / "area_000" / "room_0000" / "completion.json").read_text())
     assert (settings["steps"], settings["sampler"]) == (2, "euler")
-    assert (settings["rgb_condition_fill"], settings["depth_condition_fill"]) == ("telea", "ns")
-    assert settings["depth_refiner"] is True
+    assert (settings["rgb_condition_fill"], settings["depth_condition_fill"]) == ("harmonic", "harmonic")
+    assert settings["pixel_decoder"] is True
