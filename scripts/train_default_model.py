@@ -1,6 +1,6 @@
 r"""The recipe of the embedded default model (panowan/assets/default_model.*), end to end.
 
-    # the shipped model, in five diffusion runs and a refiner fit: 64x128 (40 min on 2 CPU cores), then four at
+    # the shipped model, in five diffusion runs: 64x128 (40 min on 2 CPU cores), then four at
     # 256x512 (5-9 min each on one GPU): the second with the Telea-filled RGB condition, the third with the
     # Navier-Stokes-filled depth condition (the last two ran the code of commit 4913656; BENCHMARKS.md), the
     # recommended sampling recorded
@@ -14,10 +14,6 @@ r"""The recipe of the embedded default model (panowan/assets/default_model.*), e
     python scripts/train_default_model.py --work runs/dm_depth2 --export runs/dm_depth2/export --resolution 256 \
         --batch 32 --steps 450 --hole_weight 8 --compile --init_from runs/dm_depth/export --sampling_steps 2 \
         --sampler euler
-    # then its depth refiner (a learnt full-resolution correction of the depth holes, fitted to this model's outputs
-    # on the 256x512 training rooms; 5 min on one GPU), exported into the package
-    python scripts/train_depth_refiner.py --model_dir runs/dm_depth2/export --data runs/dm256/data \
-        --width 16 --steps 3000 --batch 16 --epochs 4 --device cuda
     # a run of its own: as many steps as fit 7 minutes
     python scripts/train_default_model.py --work /tmp/dm --time_budget 420 --batch 32
 

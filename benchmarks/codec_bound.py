@@ -1,7 +1,7 @@
 """Upper bound of a model that uses a given codec: the ground truth encoded and decoded by the codec, composited
 like a completion, written in `panowan infer`'s layout so that `panowan eval` scores it.
 
-    python scripts/codec_bound.py --data_root demo_out/data --pool 8 --out bound8
+    python benchmarks/codec_bound.py --data_root demo_out/data --pool 8 --out bound8
     panowan eval --pred_dir bound8 --data_root demo_out/data --out bound8.json
 
 A model predicting the latents perfectly scores this; no model using the codec can do better in the holes.

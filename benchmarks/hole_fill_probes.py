@@ -20,7 +20,7 @@ ns and of the model (negative: too near).
 
     panowan demo --rooms 8 --seed 800001 --out val                  # validation rooms with ground truth
     panowan infer --data_root val/data --output_dir val/raw --no_composite --num_frames 5 --resolution 256
-    python scripts/hole_fill_probes.py --data_root val/data --pred_dir val/raw
+    python benchmarks/hole_fill_probes.py --data_root val/data --pred_dir val/raw
 
 Needs scipy (installed with the test extra). Session 3 (BENCHMARKS.md, issue 5) used these fills to show that
 the trained models' hole predictions add nothing beyond border interpolation.

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Training candidates of the embedded default model on a lent machine, chosen on validation rooms there.
 #
-#     bash scripts/train_default_variants.sh OUT_DIR BUDGET_SECONDS NAME='RECIPE FLAGS' [NAME='RECIPE FLAGS' ...]
-#     bash scripts/train_default_variants.sh out 390 a='--preset small-p4 --lora_rank 0 --batch 32'
+#     bash benchmarks/train_default_variants.sh OUT_DIR BUDGET_SECONDS NAME='RECIPE FLAGS' [NAME='RECIPE FLAGS' ...]
+#     bash benchmarks/train_default_variants.sh out 390 a='--preset small-p4 --lora_rank 0 --batch 32'
 #
 # Variants that train on the same rooms should share them: give each the same `--data DIR` (built once, by
 # whichever variant gets there first, while the others wait).
