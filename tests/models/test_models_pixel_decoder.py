@@ -158,3 +158,24 @@ def test_model_pixel_decoders_export_and_load(tmp_path):
     one = DualStreamWan.from_base(tiny_base(loaded_config, seed=9), loaded_config, ("depth",))
     load_exported_weights(one, weights)  # the peer's decoder is ignored, not an error
     assert set(one.decode_pixels(coarse, cond, mask)) == {"depth"}
+
+
+def test_erp_unet_starts_at_zero_and_wraps_the_seam():
+    """The U-Net body of the decoders: a fresh one outputs zeros (its output layer starts at zero), and once
+    trained its output turns with the panorama (columns wrap at the ERP seam; a shift by a multiple of the
+    coarsest cell keeps the pooling grid)."""
+    from panowan.models.erp_unet import ErpUNet
+
+    x = torch.rand(2, 5, 16, 64, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    unet = ErpUNet(5, 2, width=4, levels=3)
+    assert torch.equal(unet.body(x), torch.zeros(2, 2, 16, 64))
+    _randomise(unet)
+    with torch.no_grad():
+        out = unet.body(x)
+        assert out.abs().max() > 1e-3
+        for shift in (8, 24):
+            torch.testing.assert_close(
+                unet.body(x.roll(shift, dims=-1)), out.roll(shift, dims=-1), rtol=1e-5, atol=1e-5
+            )
+    with pytest.raises(ValueError, match="positive channels"):
+        ErpUNet(5, 2, width=0, levels=3)

@@ -79,3 +79,41 @@ def test_trainable_analytic_presets_can_emit_what_a_token_must_predict(name):
     assert config.dim >= ph * pw * config.z_dim, (config.dim, ph * pw * config.z_dim)
     exported = 2 * 2 * _count(config)  # float16 bytes of both streams' merged bases (+ < 1 MB of new modules)
     assert exported < 19.5e6, exported  # the issue's limit for the package is 20 MB
+
+
+def test_an_old_export_with_a_depth_refiner_is_refused():
+    """`depth_refiner_width` is gone (the pixel decoders are the full-resolution stage): an older export's 0 is
+    dropped silently; a refiner it carries is refused, naming what to do instead."""
+    tiny = get_preset("tiny")
+    assert DualStreamConfig.from_dict({**tiny.to_dict(), "depth_refiner_width": 0}) == tiny
+    with pytest.raises(ValueError, match=r"carries a depth refiner.*no longer supports.*pixel decoders"):
+        DualStreamConfig.from_dict({**tiny.to_dict(), "depth_refiner_width": 16})
+    assert "depth_refiner_width" not in tiny.to_dict()
+
+
+def test_an_exported_folder_with_a_depth_refiner_is_refused(tmp_path):
+    import json
+    import warnings
+
+    from panowan.commands.infer import export_embedded
+    from panowan.models.exported import EMBEDDED_CONFIG, init_from_exported
+    from panowan.sample.model_source import embedded_source
+
+    model, _ = tiny_dual_stream(seed=3)
+    export_embedded(model, {}, tmp_path, compact=False)
+    meta_path = tmp_path / EMBEDDED_CONFIG
+    meta = json.loads(meta_path.read_text())
+    meta["model"]["depth_refiner_width"] = 0  # written by an older version, without a refiner: still loads
+    meta_path.write_text(json.dumps(meta))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert embedded_source(tmp_path).model_config == model.config
+        init_from_exported(tiny_dual_stream(seed=4)[0], tmp_path)
+    meta["model"]["depth_refiner_width"] = 16
+    meta_path.write_text(json.dumps(meta))
+    for load in (
+        lambda: embedded_source(tmp_path),
+        lambda: init_from_exported(tiny_dual_stream()[0], tmp_path),
+    ):
+        with pytest.raises(ValueError, match="carries a depth refiner"):
+            load()

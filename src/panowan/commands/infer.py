@@ -17,7 +17,6 @@ import argparse
 import logging
 import os
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +68,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no_seam_roll", action="store_true", help="do not roll the latents across the ERP seam"
     )
-    parser.add_argument("--no_refiner", action="store_true", help="skip the model's depth refiner (the learnt "
-                        "per-pixel correction of the decoded depth in the holes; see DualStreamConfig."
-                        "depth_refiner_width), to see the diffusion model's own depth")  # fmt: skip
     parser.add_argument(
         "--preset", default=None, help="expected model preset; refused if the checkpoint differs"
     )
@@ -138,8 +134,6 @@ def infer(args: argparse.Namespace) -> list[Path]:
     if args.guidance_scale < 1:
         raise ValueError(f"--guidance_scale must be >= 1, got {args.guidance_scale}")
     source = resolve_model(args)
-    if args.no_refiner and not source.model_config.depth_refiner_width:
-        warnings.warn(f"{source.description} has no depth refiner; --no_refiner is ignored", stacklevel=2)
     steps, sampler = sampling_settings(source, args.num_inference_steps, args.sampler)
     num_frames, resolution, flow_shift = default_settings(source, args)
     dataset, indices = open_rooms(args.data_root, args.rooms, num_frames, resolution, args.seed,
@@ -171,7 +165,7 @@ def infer(args: argparse.Namespace) -> list[Path]:
             result = completer.complete(
                 (dataset, index), steps=steps, guidance=args.guidance_scale, seed=args.seed, sampler=sampler,
                 composite=not args.no_composite, seam_roll=not args.no_seam_roll,
-                negative_prompt=args.negative_prompt, refine=not args.no_refiner, progress=True, timer=timer,
+                negative_prompt=args.negative_prompt, progress=True, timer=timer,
             )  # fmt: skip
             if len(result.passes) > 1:
                 log.info("%s: %d views in %d passes", result.room_id, len(result), len(result.passes))

@@ -18,7 +18,6 @@ The new modules are initialised from per-stream seeds, so every placement builds
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -33,7 +32,6 @@ from panowan.models.interaction import CrossStreamAttention, PoseCrossAttention
 from panowan.models.pixel_decoder import PixelDecoder, apply_decoders
 from panowan.models.plucker_net import PLUCKER_CHANNELS, PluckerNet
 from panowan.models.presets import DualStreamConfig
-from panowan.models.refiner import DepthRefiner
 from panowan.models.wan_stream import StreamState, embed, head, run_block
 from panowan.parallel.exchange import STREAMS, LocalExchange, StreamExchange
 
@@ -124,9 +122,6 @@ class DualStreamWan(nn.Module):
         self.plucker_net = _seeded(
             config.init_seed * 1000, lambda: PluckerNet(config.pose_dim, config.plucker_hidden)
         ).to(device, dtype)
-        self.depth_refiner = (
-            DepthRefiner(config.depth_refiner_width).to(device, dtype) if config.depth_refiner_width else None
-        )
         self.pixel_decoders = None
         if config.pixel_decoder_width:
             self.pixel_decoders = nn.ModuleDict(
@@ -140,14 +135,6 @@ class DualStreamWan(nn.Module):
             )
         self.gradient_checkpointing = False
         self.lora_settings = None  # set by panowan.models.lora.add_lora
-
-    def attach_depth_refiner(self, refiner: DepthRefiner | None) -> None:
-        """Make `refiner` (fitted to this model's outputs) part of the model, or remove it (None); the config's
-        `depth_refiner_width` follows, so an export records it."""
-        self.depth_refiner = refiner
-        self.config = dataclasses.replace(
-            self.config, depth_refiner_width=0 if refiner is None else refiner.width
-        )
 
     def decode_pixels(
         self,

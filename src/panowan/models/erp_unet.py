@@ -1,8 +1,8 @@
 """A small U-Net on ERP frames: 3x3 convolutions with ERP padding (columns wrap at the seam, rows replicate
 at the poles, `codec.pad_erp`), average-pool down, nearest-neighbour up, skip connections.
 
-The shared body of the model's full-resolution stages (`models.pixel_decoder.PixelDecoder`, the older
-`models.refiner.DepthRefiner`). Its 1x1 output layer starts at zero, so a fresh U-Net outputs zeros and a
+The body of the model's full-resolution stage, the per-stream pixel decoders
+(`models.pixel_decoder.PixelDecoder`). Its 1x1 output layer starts at zero, so a fresh U-Net outputs zeros and a
 stage that adds its output as a correction starts as the identity.
 """
 

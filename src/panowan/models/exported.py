@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +18,6 @@ if TYPE_CHECKING:  # light at import: the CLI reads exported metadata before any
 EMBEDDED_FORMAT = "panowan-embedded-model/1"
 EMBEDDED_CONFIG = "default_model.json"
 EMBEDDED_WEIGHTS = "default_model.safetensors"
-REFINER_PREFIX = "depth_refiner"
-"""State-dict prefix of the model's depth refiner (`DualStreamWan.depth_refiner`)."""
 DECODER_PREFIX = "pixel_decoders"
 """State-dict prefix of the model's pixel decoders (`DualStreamWan.pixel_decoders`)."""
 
@@ -44,12 +41,10 @@ def load_exported_weights(
     model: DualStreamWan,
     weights: str | os.PathLike,
     *,
-    drop_refiner: bool = False,
     fresh_decoders: bool = False,
 ) -> None:
     """Copy an exported state dict into `model` (cast to its dtypes). The file holds both streams; a
     one-stream model (torchrun) must find all of its own tensors in it and ignores the peer's.
-    `drop_refiner`: the file's depth refiner (if any) is not loaded (a model without one starts from it).
     `fresh_decoders`: the file has no pixel decoders; the model's keep their initialisation."""
     from safetensors.torch import load_model
 
@@ -58,8 +53,6 @@ def load_exported_weights(
         missing = [k for k in missing if not k.startswith(f"{DECODER_PREFIX}.")]
     peers = [s for s in ("rgb", "depth") if s not in model.local_streams]
     ignored = [f"{p}.{s}." for p in ("streams", "interactions", "pixel_decoders") for s in peers]
-    if drop_refiner:
-        ignored.append(f"{REFINER_PREFIX}.")
     foreign = [k for k in unexpected if not any(k.startswith(prefix) for prefix in ignored)]
     if missing or foreign:
         raise ValueError(
@@ -74,7 +67,7 @@ def init_from_exported(model: DualStreamWan, folder: str | os.PathLike) -> dict[
     from an export without them: the decoders start fresh (as the identity), everything else from the export.
     An export that kept its LoRA separate cannot start a run (export it compact, LoRA folded in).
     """
-    from panowan.models.presets import FITTED_APART, NOT_ARCHITECTURE, DualStreamConfig
+    from panowan.models.presets import NOT_ARCHITECTURE, DualStreamConfig
 
     meta, weights = read_exported(folder)
     if model.lora_settings is not None:
@@ -85,15 +78,9 @@ def init_from_exported(model: DualStreamWan, folder: str | os.PathLike) -> dict[
         )
     exported = DualStreamConfig.from_dict(meta["model"])
     grows = exported.pixel_decoder_width == 0 and model.config.pixel_decoder_width > 0
-    ignore = (*NOT_ARCHITECTURE, *FITTED_APART, *(("pixel_decoder_width",) if grows else ()))
+    ignore = (*NOT_ARCHITECTURE, *(("pixel_decoder_width",) if grows else ()))
     diff = model.config.differences(exported, ignore=ignore)
     if diff:
         raise ValueError(f"{folder}: exported for another model configuration (differs in {diff})")
-    if exported.depth_refiner_width:
-        warnings.warn(
-            f"{folder}: its depth refiner is not carried into this run (it was fitted to that model's outputs); "
-            "fit one to the new model with scripts/train_depth_refiner.py",
-            stacklevel=2,
-        )
-    load_exported_weights(model, weights, drop_refiner=True, fresh_decoders=grows)
+    load_exported_weights(model, weights, fresh_decoders=grows)
     return meta

@@ -18,9 +18,6 @@ CONDITION_FILLS = ("zero", "telea", "ns", "harmonic")
 harmonic (membrane) fill (`panowan.data.inpaint`)."""
 NOT_ARCHITECTURE = ("init_seed", "rgb_condition_fill", "depth_condition_fill")
 """`DualStreamConfig` fields that do not change the weights' shapes: a run may start from a model that differs in them."""
-FITTED_APART = ("depth_refiner_width",)
-"""`DualStreamConfig` fields of parts fitted after the diffusion model, to its outputs: a run that starts from an
-exported model leaves them behind (`models.exported.init_from_exported`)."""
 ANALYTIC_POOLS = (1, 2, 4, 8)
 INTERACTIONS = ("pose+cross", "pose", "cross", "none")
 """Which exchanges a model has (`DualStreamConfig.interactions`): both, pose only, cross-stream only, none."""
@@ -71,10 +68,6 @@ class DualStreamConfig:
     depth_condition_fill: str = "zero"
     """The same for the depth stream: what the normalised depth condition holds in its holes, and whether
     depth is decoded as a correction of that fill (`panowan train --depth_condition_fill`)."""
-    depth_refiner_width: int = 0
-    """Width of the learnt per-pixel depth refiner (`models.refiner.DepthRefiner`) applied to the decoded depth in
-    the holes; 0 for none. It is fitted after the diffusion model, to that model's outputs
-    (`scripts/train_depth_refiner.py`); a run that starts from an exported model does not carry it over."""
     interactions: str = "pose+cross"
     """Which exchanges the model has: "pose+cross" (the method: pose cross-attention and cross-stream attention
     on the schedule above), "pose" (no cross-stream exchange: each stream sees only its own tokens and the poses;
@@ -121,10 +114,6 @@ class DualStreamConfig:
         if self.pixel_decoder_width < 0:
             raise ValueError(
                 f"pixel_decoder_width must be >= 0 (0: the codec decodes alone), got {self.pixel_decoder_width}"
-            )
-        if self.depth_refiner_width < 0:
-            raise ValueError(
-                f"depth_refiner_width must be >= 0 (0: no refiner), got {self.depth_refiner_width}"
             )
         if self.codec not in CODECS:
             raise ValueError(f"codec must be one of {CODECS}, got {self.codec!r}")
@@ -191,6 +180,17 @@ class DualStreamConfig:
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> DualStreamConfig:
+        """The config of a `to_dict` dictionary. An older export's `depth_refiner_width` (its separately fitted
+        depth refiner, superseded by the pixel decoders) is dropped when 0 and refused otherwise."""
+        obj = dict(obj)
+        refiner = obj.pop("depth_refiner_width", 0)
+        if refiner:
+            raise ValueError(
+                f"this export carries a depth refiner (depth_refiner_width = {refiner}), which this version of "
+                "panowan no longer supports: the pixel decoders (pixel_decoder_width) are the model's "
+                "full-resolution stage; retrain it with pixel decoders, or re-export it without its refiner with an "
+                "earlier panowan"
+            )
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(obj) - names)
         if unknown:

@@ -140,7 +140,6 @@ class Completer:
         negative_prompt: str = "",
         composite: bool = True,
         seam_roll: bool = True,
-        refine: bool = True,
         poses: Sequence | None = None,
         progress: bool = False,
         timer: PhaseTimer | None = None,
@@ -151,8 +150,8 @@ class Completer:
 
         `seed` seeds the noise (every pass's: `multipass.pass_seed`); `steps` / `sampler`: the model's recommended
         sampling unless given; guidance > 1 adds an unconditional pass with `negative_prompt`; `composite=False`
-        keeps the raw model output at known pixels; `seam_roll=False` does not roll latents across the ERP seam;
-        `refine=False` skips the model's depth refiner. `timer` receives the seconds of each phase."""
+        keeps the raw model output at known pixels; `seam_roll=False` does not roll latents across the ERP seam.
+        `timer` receives the seconds of each phase."""
         from panowan.data.sample import Sample
 
         steps, sampler = sampling_settings(self.source, steps, sampler)
@@ -162,7 +161,7 @@ class Completer:
             raise ValueError(f"guidance must be >= 1, got {guidance}")
         options = dict(steps=steps, guidance=guidance, sampler=sampler, flow_shift=self.flow_shift,
                        composite=composite, seam_roll=seam_roll, negative_prompt=negative_prompt,
-                       progress=progress, refine=refine)  # fmt: skip
+                       progress=progress)  # fmt: skip
         if isinstance(room, Sample):
             done = complete_room(
                 self.model, self.codec, self.encoder, room, seed=seed, timer=timer, **options

@@ -162,10 +162,7 @@ def embedded_source(
     check_sampling(meta.get("sampling", {}), str(root / EMBEDDED_CONFIG))
     lora = None if meta["lora"] is None else LoraSettings.from_dict(meta["lora"])
     config = DualStreamConfig.from_dict(meta["model"])
-    described = f"embedded model {weights}" + (
-        " with its depth refiner" if config.depth_refiner_width else ""
-    )
-    return ModelSource("embedded", config, lora, weights, meta.get("train", {}), described,
+    return ModelSource("embedded", config, lora, weights, meta.get("train", {}), f"embedded model {weights}",
                        meta.get("sampling", {}))  # fmt: skip
 
 

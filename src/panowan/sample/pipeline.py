@@ -1,8 +1,8 @@
 """Complete one room with the dual-stream model, and write completions in the output layout.
 
 `complete_room` builds the per-stream conditions (RGB, and depth as a grey video), samples both streams
-from independent seeded noise (`sample.sampler.sample_flow`), decodes, lets the model's depth refiner (if it
-has one) correct the depth in the holes, converts depth back to metres with the room's `DepthNorm`, and
+from independent seeded noise (`sample.sampler.sample_flow`), decodes (through the model's pixel decoders, if it
+has them: its full-resolution stage), converts depth back to metres with the room's `DepthNorm`, and
 composites the known pixels back (mask 1 = known) unless `composite=False`.
 
 Output layout of one room (`write_room`), shared by `panowan infer` and the baselines so that one metric
@@ -33,7 +33,6 @@ import torch
 from panowan.geometry.pose import Pose, relative_poses, stack_poses
 from panowan.models.conditioning import frames_to_video
 from panowan.models.presets import fill_fields
-from panowan.models.refiner import DepthRefiner, refiner_inputs
 from panowan.parallel.exchange import STREAMS, other_stream
 from panowan.sample.sampler import roll_w, sample_flow, stream_noise
 from panowan.utils.timing import PhaseTimer, disabled_timer
@@ -131,15 +130,13 @@ def complete_room(
     negative_prompt: str = "",
     progress: bool = True,
     timer: PhaseTimer | None = None,
-    refine: bool = True,
 ) -> Completion:
     """Complete every view of one `Sample` (one room). See the module docstring.
 
     `encoder` is a `ConditioningEncoder` (`encode(prompts, first_frames_B3HW in [-1, 1])`); guidance > 1
-    adds an unconditional pass with `negative_prompt`. The model must hold both streams. `refine=False` skips
-    the model's depth refiner (if it has one). `timer` (optional, `panowan.utils.timing.PhaseTimer`) receives
-    the seconds of the phases "vae_encode", "encoders" (text + image), "denoise" and "vae_decode"; nothing of it
-    goes into the `Completion`.
+    adds an unconditional pass with `negative_prompt`. The model must hold both streams. `timer` (optional,
+    `panowan.utils.timing.PhaseTimer`) receives the seconds of the phases "vae_encode", "encoders" (text +
+    image), "denoise" and "vae_decode"; nothing of it goes into the `Completion`.
     """
     timer = timer or disabled_timer()
     param = next(model.parameters())
@@ -171,13 +168,12 @@ def complete_room(
             with torch.no_grad():
                 others = model.exchange.swap(flat)
             latents = {**latents, **{other_stream(s): x.reshape(latents[s].shape) for s, x in others.items()}}
-    refiner = getattr(model, "depth_refiner", None) if refine else None
     with timer.phase("vae_decode"):  # decoding dominates; compositing is a few element-wise ops
         completion = finish_completion(codec, latents, sample, composite=composite, filled=filled,
-                                       refiner=refiner, model=model, settings={
+                                       model=model, settings={
             "steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler, "flow_shift": flow_shift,
             "composite": composite, "seam_roll": seam_roll, **fill_fields(model.config.condition_fills()),
-            "depth_refiner": refiner is not None, "pixel_decoder": getattr(model, "pixel_decoders", None) is not None,
+            "pixel_decoder": getattr(model, "pixel_decoders", None) is not None,
         })  # fmt: skip
     return completion
 
@@ -190,14 +186,12 @@ def finish_completion(
     composite: bool,
     settings: dict,
     filled: frozenset[str] = frozenset(),
-    refiner: DepthRefiner | None = None,
     model=None,
 ) -> Completion:
     """Decode both streams, depth back to metres, composite the known pixels (mask 1) unless told not to.
     `filled`: these streams are decoded as a correction of their filled condition (`conditioning.decode_filled`).
     `model` (optional): its pixel decoders (`DualStreamWan.decode_pixels`), if it has them, turn the codec's
-    decoding into the output. `refiner` (a `DepthRefiner`, optional) corrects the decoded depth in the holes
-    before it goes to metres."""
+    decoding into the output."""
     from panowan.models.conditioning import coarse_pixels, condition_video
 
     lat = latents["rgb"]
@@ -209,8 +203,6 @@ def finish_completion(
             pixels = decode_pixels(model, pixels, batch)
         rgb = pixels["rgb"][0].transpose(0, 1).float()  # F,3,H,W in [-1,1]
         depth_n = pixels["depth"][0].transpose(0, 1).float()  # F,1,H,W
-        if refiner is not None:  # on the model's device, before anything leaves it
-            depth_n = refine_depth(refiner, depth_n, rgb, sample)
         rgb, depth_n = rgb.cpu(), depth_n.cpu()
     raw_rgb = ((rgb.clamp(-1, 1) + 1) / 2).contiguous()
     raw_depth = sample.depth_norm.denormalize(depth_n.clamp(-1, 1)).float()
@@ -247,17 +239,6 @@ def decode_pixels(model, coarse: dict[str, torch.Tensor], batch) -> dict[str, to
                 :, : coarse[peer].shape[1]
             ]
     return out
-
-
-def refine_depth(
-    refiner: DepthRefiner, depth_n_F1HW: torch.Tensor, rgb_F3HW: torch.Tensor, sample
-) -> torch.Tensor:
-    """The refiner's normalised depth `F,1,H,W` (float32, on the decoded depth's device) from the decoded depth
-    and RGB and the sample's filled condition and mask (`models.refiner.refiner_inputs`)."""
-    device = depth_n_F1HW.device
-    inputs = refiner_inputs(depth_n_F1HW, sample.cond_depth.to(device), sample.mask.to(device), rgb_F3HW)
-    with torch.no_grad():
-        return refiner(inputs.to(next(refiner.parameters()).device)).float().to(device)
 
 
 # ------------------------------------------------------------------------------------------- writing
