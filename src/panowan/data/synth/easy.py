@@ -16,12 +16,10 @@ from panowan.data.synth.scene import (
     Sphere,
     _material_words,
     _random_material,
-    _shift,
+    centred_scene,
     color_name,
     is_free,
-    torch_from,
 )
-from panowan.geometry.pose import Pose, yaw_matrix
 
 
 def _make_room(rng: np.random.Generator):
@@ -145,17 +143,9 @@ def make_easy_scene(seed: int, num_views: int = 9) -> Scene:
         tint = np.array(colorsys.hsv_to_rgb(rng.uniform(0.05, 0.6), rng.uniform(0, 0.25), 1.0))
         lights.append(Light(pos, tint * rng.uniform(0.6, 1.1)))
     yaw = rng.uniform(-math.pi, math.pi) + np.cumsum(rng.normal(0, 0.35, num_views))
-    shift = path[0].copy()  # view 0's centre becomes the origin
-    poses = [Pose(yaw_matrix(float(a)), torch_from(p - shift)) for a, p in zip(yaw, path)]
-    scene = Scene(
-        room_boxes=[(lo - shift, hi - shift) for lo, hi in boxes],
-        wall=wall, floor=floor, ceiling=ceiling,
-        objects=[_shift(o, shift) for o in objects],
-        lights=[replace(lt, position=lt.position - shift) for lt in lights],
-        ambient=float(rng.uniform(0.15, 0.3)),
-        poses=poses,
-    )  # fmt: skip
-    return replace(scene, description=describe(scene, shape, (wx, wz)), layout=shape)
+    ambient = float(rng.uniform(0.15, 0.3))
+    scene = centred_scene(boxes, wall, floor, ceiling, objects, lights, ambient, path, yaw, shape)
+    return replace(scene, description=describe(scene, shape, (wx, wz)))
 
 
 def describe(scene: Scene, shape: str, size_xz: tuple[float, float]) -> str:

@@ -29,12 +29,10 @@ from panowan.data.synth.scene import (
     _distance_to_objects,
     _material_words,
     _random_material,
-    _shift,
+    centred_scene,
     color_name,
     is_free,
-    torch_from,
 )
-from panowan.geometry.pose import Pose, yaw_matrix
 
 LAYOUTS = ("rectangular", "L-shaped", "two-room")
 _LAYOUT_P = (0.3, 0.3, 0.4)
@@ -217,17 +215,8 @@ def make_hard_scene(seed: int, num_views: int = 9) -> Scene:
         tint = np.array(colorsys.hsv_to_rgb(rng.uniform(0.05, 0.6), rng.uniform(0, 0.25), 1.0))
         lights.append(Light(pos, tint * rng.uniform(0.5, 0.9)))
     yaw = rng.uniform(-math.pi, math.pi, num_views)
-    shift = path[0].copy()  # view 0's centre becomes the origin
-    poses = [Pose(yaw_matrix(float(a)), torch_from(p - shift)) for a, p in zip(yaw, path)]
-    scene = Scene(
-        room_boxes=[(lo - shift, hi - shift) for lo, hi in boxes],
-        wall=wall, floor=floor, ceiling=ceiling,
-        objects=[_shift(o, shift) for o in objects],
-        lights=[replace(lt, position=lt.position - shift) for lt in lights],
-        ambient=float(rng.uniform(0.15, 0.3)),
-        poses=poses,
-        layout=layout,
-    )  # fmt: skip
+    ambient = float(rng.uniform(0.15, 0.3))
+    scene = centred_scene(boxes, wall, floor, ceiling, objects, lights, ambient, path, yaw, layout)
     return replace(scene, description=describe_hard(scene, size, items, len(pictures) // 2))
 
 

@@ -291,3 +291,21 @@ def _shift(obj, shift: np.ndarray):
 
 def _material_words(m: Material) -> str:
     return f"{_TEXTURE_WORDS[m.kind]} {color_name(m.color_a)}" if m.kind != "wood" else "wooden"
+
+
+def centred_scene(
+    boxes, wall, floor, ceiling, objects, lights, ambient: float, path, yaw, layout: str
+) -> Scene:
+    """The scene with view 0's camera centre moved to the origin (the convention of the package docstring): room
+    boxes, objects and lights shifted, one yaw-only pose per path point."""
+    from panowan.geometry.pose import yaw_matrix
+
+    shift = path[0].copy()
+    poses = [Pose(yaw_matrix(float(a)), torch_from(p - shift)) for a, p in zip(yaw, path)]
+    return Scene(
+        room_boxes=[(lo - shift, hi - shift) for lo, hi in boxes],
+        wall=wall, floor=floor, ceiling=ceiling,
+        objects=[_shift(o, shift) for o in objects],
+        lights=[replace(lt, position=lt.position - shift) for lt in lights],
+        ambient=ambient, poses=poses, layout=layout,
+    )  # fmt: skip
