@@ -91,12 +91,15 @@ def hole_consistency(
     gt_range_F1HW: torch.Tensor,
     known_FHW: torch.Tensor,
     poses: Sequence[Pose],
+    reprojections: dict | None = None,
 ) -> dict[str, float | int | None]:
     """Agreement of the completions of the views with each other in the holes both had to fill (module doc).
 
     rgb_F3HW in [0, 1] and range_F1HW metres: the completions; gt_range_F1HW the true ranges (0 / non-finite
     = unknown) and known_FHW the pixels each view could copy from view 0 (True = known), all of one size.
     Returns {rgb_l1, psnr, depth_rel, coverage, pixels, rgb_mse}, pixel-weighted over the ordered pairs.
+    `reprojections`: `metrics.pair_reprojections(rgb_F3HW, range_F1HW, poses)`, if already computed (its
+    reprojection of i into j is the one this metric needs).
     """
     from panowan.geometry.reproject import reproject_erp
 
@@ -118,10 +121,16 @@ def hole_consistency(
         targets = [j for j in targets if sets[j].any()]
         if not targets:
             continue
-        rep = reproject_erp(
-            rgb_F3HW[i].float(), ranges[i, 0], poses[i], stack_poses([poses[j] for j in targets])
-        )
-        for k, j in enumerate(targets):
+        if reprojections is not None:
+            everyone, rep = reprojections[i]
+            index = {j: everyone.index(j) for j in targets}
+        else:
+            rep = reproject_erp(
+                rgb_F3HW[i].float(), ranges[i, 0], poses[i], stack_poses([poses[j] for j in targets])
+            )
+            index = {j: k for k, j in enumerate(targets)}
+        for j in targets:
+            k = index[j]
             s = sets[j]
             diff = _f64(rep.image[k])[:, s] - _f64(rgb_F3HW[j])[:, s]
             l1 += diff.abs().mean(0).sum().item()

@@ -198,17 +198,34 @@ def view_metrics(
     return out
 
 
+def pair_reprojections(rgb_F3HW: torch.Tensor, range_F1HW: torch.Tensor, poses: Sequence[Pose]) -> dict:
+    """{i: (targets, Reprojection)}: each view reprojected with its own (completed) range into every other view,
+    one stacked `reproject_erp` per source view; the shared work of `cross_view_consistency` and
+    `consistency.hole_consistency` (reprojection dominates evaluation time). Non-finite ranges count as unknown."""
+    from panowan.geometry.pose import stack_poses
+    from panowan.geometry.reproject import reproject_erp
+
+    n = rgb_F3HW.shape[0]
+    ranges = torch.where(torch.isfinite(range_F1HW), range_F1HW, torch.zeros_like(range_F1HW)).float()
+    out = {}
+    for i in range(n):
+        targets = [j for j in range(n) if j != i]
+        if targets:
+            dst = stack_poses([poses[j] for j in targets])
+            out[i] = (targets, reproject_erp(rgb_F3HW[i].float(), ranges[i, 0], poses[i], dst))
+    return out
+
+
 def cross_view_consistency(
-    rgb_F3HW: torch.Tensor, range_F1HW: torch.Tensor, poses: Sequence[Pose]
+    rgb_F3HW: torch.Tensor, range_F1HW: torch.Tensor, poses: Sequence[Pose], reprojections: dict | None = None
 ) -> dict[str, float | None]:
     """Agreement of the generated views with each other, through z-buffered reprojection.
 
     For every ordered pair (i, j), i != j: view i reprojected into view j. Over pixels where the
     reprojection and view j's depth are valid: `depth_absrel` = mean |r_ij - r_j| / r_j; `rgb_l1` =
     mean colour |c_ij - c_j| over those pixels whose depths agree within 10%; `overlap` = the valid fraction.
+    `reprojections`: `pair_reprojections` of the same inputs, if already computed.
     """
-    from panowan.geometry.reproject import reproject_erp
-
     n = rgb_F3HW.shape[0]
     if n != len(poses) or range_F1HW.shape[0] != n:
         raise ValueError(
@@ -217,24 +234,24 @@ def cross_view_consistency(
     err_sum = err_n = rgb_sum = rgb_n = 0.0
     overlap = []
     ranges = torch.where(torch.isfinite(range_F1HW), range_F1HW, torch.zeros_like(range_F1HW)).float()
-    for i in range(n):
-        for j in range(n):
-            if i == j:
-                continue
-            rep = reproject_erp(rgb_F3HW[i].float(), ranges[i, 0], poses[i], poses[j])
+    if reprojections is None:
+        reprojections = pair_reprojections(rgb_F3HW, range_F1HW, poses)
+    for targets, reps in reprojections.values():
+        for k, j in enumerate(targets):
+            valid, rep_range, rep_image = reps.valid[k], reps.range[k], reps.image[k]
             target = _f64(ranges[j, 0])
-            both = rep.valid.cpu() & (target > 0)
+            both = valid.cpu() & (target > 0)
             overlap.append(both.double().mean().item())
             if not both.any():
                 continue
-            r_ij = _f64(rep.range)[both]
+            r_ij = _f64(rep_range)[both]
             rel = (r_ij - target[both]).abs() / target[both]
             err_sum += rel.sum().item()
             err_n += rel.numel()
             agree = both.clone()
             agree[both] = rel < CONSISTENCY_AGREE
             if agree.any():
-                diff = (_f64(rep.image) - _f64(rgb_F3HW[j])).abs()[:, agree]
+                diff = (_f64(rep_image) - _f64(rgb_F3HW[j])).abs()[:, agree]
                 rgb_sum += diff.mean(0).sum().item()
                 rgb_n += int(agree.sum())
     return {
@@ -340,11 +357,13 @@ def evaluate_room(pred_room_dir, data_room, *, consistency: bool = True) -> dict
     }
     if consistency and len(views) > 1:
         poses = [info.poses[info.views.index(v)] for v in views]
-        room["consistency"] = cross_view_consistency(torch.stack(rgbs), torch.stack(ranges), poses)
         from panowan.eval.consistency import hole_consistency
 
+        rgb_F3HW, range_F1HW = torch.stack(rgbs), torch.stack(ranges)
+        reps = pair_reprojections(rgb_F3HW, range_F1HW, poses)  # shared by both metrics
+        room["consistency"] = cross_view_consistency(rgb_F3HW, range_F1HW, poses, reps)
         room["hole_consistency"] = hole_consistency(
-            torch.stack(rgbs), torch.stack(ranges), torch.stack(gt_ranges), torch.stack(knowns), poses
+            rgb_F3HW, range_F1HW, torch.stack(gt_ranges), torch.stack(knowns), poses, reps
         )
     return room
 
