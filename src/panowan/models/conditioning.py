@@ -116,7 +116,7 @@ def coarse_pixels(
 ) -> dict[str, torch.Tensor]:
     """The codec's decoding of each stream's latents as a pixel video: rgb `B,3,F,H,W`, depth `B,1,F,H,W`
     (`video_to_depth`). The streams in `filled` are decoded as a correction of their filled condition video
-    (`cond_videos[s]`, the codec's `B,3,F,H,W`; `decode_filled`)."""
+    (`cond_videos[s]`, the codec's `B,3,F,H,W`, needed for those streams only; `decode_filled`)."""
     out = {}
     for s, z in latents.items():
         video = decode_filled(codec, z, cond_videos[s] if s in filled else None)

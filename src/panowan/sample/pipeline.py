@@ -196,7 +196,7 @@ def finish_completion(
 
     lat = latents["rgb"]
     batch = _batched(sample)
-    cond = {s: condition_video(batch, s).to(lat.device, lat.dtype) for s in STREAMS}
+    cond = {s: condition_video(batch, s).to(lat.device, lat.dtype) for s in filled}
     with torch.no_grad():
         pixels = coarse_pixels(codec, latents, cond, filled)  # rgb B,3,F,H,W; depth B,1,F,H,W
         if getattr(model, "pixel_decoders", None) is not None:

@@ -240,16 +240,22 @@ class TrainConfig:
     def height(self) -> int:
         return self.resolution
 
+    def _init_model(self) -> dict[str, Any] | None:
+        """The `DualStreamConfig` dict of the --init_from export (None without one): what a run inherits."""
+        if not self.init_from:
+            return None
+        from panowan.models.exported import read_exported
+
+        return read_exported(self.init_from)[0]["model"]
+
     def condition_fills(self) -> dict[str, str]:
         """Each stream's condition fill ({"rgb": ..., "depth": ...}): the flag, else the --init_from model's,
         else the preset's."""
-        if self.init_from:
-            from panowan.models.exported import read_exported
+        init = self._init_model()
+        if init is not None:
             from panowan.models.presets import DualStreamConfig
 
-            inherited = DualStreamConfig.from_dict(
-                read_exported(self.init_from)[0]["model"]
-            ).condition_fills()
+            inherited = DualStreamConfig.from_dict(init).condition_fills()
         elif self.preset == "from_base":
             inherited = {"rgb": "zero", "depth": "zero"}
         else:
@@ -262,11 +268,7 @@ class TrainConfig:
     def architecture_overrides(self) -> dict[str, Any]:
         """`DualStreamConfig` fields this run sets beyond the preset: `interactions` and `pixel_decoder_width`
         from their flags, else from the --init_from model (whose architecture a run must keep)."""
-        inherited: dict[str, Any] = {}
-        if self.init_from:
-            from panowan.models.exported import read_exported
-
-            inherited = read_exported(self.init_from)[0]["model"]
+        inherited = self._init_model() or {}
         out = {}
         for name in ("interactions", "pixel_decoder_width"):
             value = getattr(self, name)

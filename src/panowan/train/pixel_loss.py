@@ -70,7 +70,7 @@ def pixel_decoder_losses(
         shapes = {s: x.shape for s, x in latents.items()}
         swapped = model.exchange.swap({s: x.reshape(x.shape[0], 1, -1) for s, x in latents.items()})
         latents.update({other_stream(s): x.reshape(shapes[s]) for s, x in swapped.items()})
-    cond_videos = {s: condition_video(batch, s) for s in latents}
+    cond_videos = {s: condition_video(batch, s) for s in filled}
     coarse = coarse_pixels(codec, latents, cond_videos, filled)
     conditions = condition_pixels(batch)
     mask = frames_to_video(batch.mask)
