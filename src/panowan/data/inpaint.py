@@ -7,6 +7,8 @@ Used by the classical baselines (`panowan.eval.baselines`) and, for models whose
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 INPAINT_METHODS = ("telea", "ns", "harmonic")
@@ -58,12 +60,22 @@ def _telea_float(image_HW: np.ndarray, hole_HW: np.ndarray, radius: int) -> np.n
     return np.where(hole_HW, out, image_HW).astype(np.float32)
 
 
-def _harmonic_system(hole_HW: np.ndarray, metric: str):
-    """The Laplace system over the hole pixels, numbered in the order of `np.nonzero(hole_HW)`: (sparse A, one
-    (hole pixel's number, edge weight, neighbour's number or -1 if known, neighbour's flat index) per stencil
-    direction)."""
-    import scipy.sparse as sp
+@dataclass(frozen=True)
+class MembraneEdges:
+    """The stencil of the ERP membrane over the hole pixels, numbered in the order of `np.nonzero(hole_HW)`:
+    one entry per stencil direction (left, right, up, down) of parallel arrays over the hole pixels that have a
+    neighbour that way: `p` the hole pixel's number, `weight` the edge weight, `q` the neighbour's number or -1
+    if it is known, `flat` the neighbour's flat index (row * W + col)."""
 
+    n: int
+    p: tuple[np.ndarray, ...]
+    weight: tuple[np.ndarray, ...]
+    q: tuple[np.ndarray, ...]
+    flat: tuple[np.ndarray, ...]
+
+
+def membrane_edges(hole_HW: np.ndarray, metric: str = "sphere") -> MembraneEdges:
+    """The membrane's edges over the hole (`harmonic_fill` documents the metrics); columns wrap."""
     h, w = hole_HW.shape
     if metric == "sphere":
         phi = np.pi / 2 - (np.arange(h) + 0.5) * np.pi / h  # row-centre latitude
@@ -77,27 +89,44 @@ def _harmonic_system(hole_HW: np.ndarray, metric: str):
     else:
         raise ValueError(f"unknown harmonic metric {metric!r} (one of {HARMONIC_METRICS})")
     rows, cols = np.nonzero(hole_HW)
-    n = rows.size
     index = np.full((h, w), -1, np.int64)
-    index[rows, cols] = np.arange(n)
-    stencil = []
+    index[rows, cols] = np.arange(rows.size)
+    ps, wts, qs, flats = [], [], [], []
     for weight, nr, nc in ((horizontal[rows], rows, (cols - 1) % w), (horizontal[rows], rows, (cols + 1) % w),
                            (up[rows], rows - 1, cols), (down[rows], rows + 1, cols)):  # fmt: skip
         keep = weight > 0  # drops the neighbour beyond a pole (its weight is 0)
-        p, q_r, q_c, wt = np.nonzero(keep)[0], nr[keep], nc[keep], weight[keep]
-        q = index[q_r, q_c]
-        stencil.append((p, wt, q, q_r * w + q_c))
-    diag = np.zeros(n)
+        q_r, q_c = nr[keep], nc[keep]
+        ps.append(np.nonzero(keep)[0]), wts.append(weight[keep])
+        qs.append(index[q_r, q_c]), flats.append(q_r * w + q_c)
+    return MembraneEdges(rows.size, tuple(ps), tuple(wts), tuple(qs), tuple(flats))
+
+
+def membrane_solve(
+    values_NC: np.ndarray, edges: MembraneEdges, weights: tuple[np.ndarray, ...] | None = None
+) -> np.ndarray:
+    """Solve the membrane over the hole pixels of `edges`: (n, C) float64 values in the order of its numbering.
+
+    `values_NC` (H W, C) holds the known pixels' values (read at the edges' `flat`). `weights` (default
+    `edges.weight`) replaces the edge weights, direction by direction: an edge to a known pixel with weight 0 is
+    a natural (Neumann) boundary there instead of a Dirichlet one. Every connected part of the hole needs one
+    edge of positive weight to a known pixel, or its system is singular (the caller's invariant). One sparse LU
+    (`scipy.sparse.linalg.splu`) solves every channel."""
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import splu
+
+    n = edges.n
+    weights = edges.weight if weights is None else weights
+    diag, rhs = np.zeros(n), np.zeros((n, values_NC.shape[1]))
     i_off, j_off, v_off = [], [], []
-    for p, wt, q, _ in stencil:
+    for p, wt, q, flat in zip(edges.p, weights, edges.q, edges.flat, strict=True):
         diag += np.bincount(p, wt, minlength=n)
-        inner = q >= 0
+        inner, outer = q >= 0, q < 0
         i_off.append(p[inner]), j_off.append(q[inner]), v_off.append(-wt[inner])
+        np.add.at(rhs, p[outer], wt[outer, None] * values_NC[flat[outer]])
     i_all = np.concatenate([np.arange(n), *i_off])
     j_all = np.concatenate([np.arange(n), *j_off])
     v_all = np.concatenate([diag, *v_off])
-    a = sp.csc_matrix((v_all, (i_all, j_all)), shape=(n, n))
-    return a, stencil
+    return splu(sp.csc_matrix((v_all, (i_all, j_all)), shape=(n, n))).solve(rhs)
 
 
 def harmonic_fill(image: np.ndarray, hole_HW: np.ndarray, metric: str = "sphere") -> np.ndarray:
@@ -120,8 +149,6 @@ def harmonic_fill(image: np.ndarray, hole_HW: np.ndarray, metric: str = "sphere"
     Returns the input's dtype: integers rounded and clipped to their range, floats cast. ValueError if a
     component of the hole has no known pixel to take values from (only when no pixel is known).
     """
-    from scipy.sparse.linalg import splu
-
     hole = np.asarray(hole_HW, bool)
     if image.shape[:2] != hole.shape:
         raise ValueError(f"harmonic_fill: image {image.shape} and hole {hole.shape} differ in size")
@@ -130,16 +157,14 @@ def harmonic_fill(image: np.ndarray, hole_HW: np.ndarray, metric: str = "sphere"
     if hole.all():
         raise ValueError("harmonic_fill: no known pixel, the hole has no boundary values to interpolate")
     values = image.reshape(hole.size, -1).astype(np.float64)  # (H W, C)
-    a, stencil = _harmonic_system(hole, metric)
-    rhs = np.zeros((a.shape[0], values.shape[1]))
-    for p, wt, q, flat in stencil:
-        outer = q < 0
-        np.add.at(rhs, p[outer], wt[outer, None] * values[flat[outer]])
-    solution = splu(a).solve(rhs)
     out = values.copy()
-    out[np.flatnonzero(hole)] = solution  # the order of np.nonzero(hole), as the system's rows
-    out = out.reshape(image.shape)
-    if np.issubdtype(image.dtype, np.integer):
-        info = np.iinfo(image.dtype)
-        out = np.clip(np.rint(out), info.min, info.max)
-    return out.astype(image.dtype)
+    out[np.flatnonzero(hole)] = membrane_solve(values, membrane_edges(hole, metric))  # np.nonzero's order
+    return cast_like(out.reshape(image.shape), image.dtype)
+
+
+def cast_like(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """float64 values as `dtype`: integers rounded and clipped to their range, floats cast."""
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        values = np.clip(np.rint(values), info.min, info.max)
+    return values.astype(dtype)
