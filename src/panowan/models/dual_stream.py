@@ -20,11 +20,11 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from diffusers import WanTransformer3DModel
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from panowan.models.codec import SPATIAL_FACTOR, check_video, latent_frames
 from panowan.models.conditioning import MASK_CHANNELS
@@ -32,7 +32,8 @@ from panowan.models.interaction import CrossStreamAttention, PoseCrossAttention
 from panowan.models.pixel_decoder import PixelDecoder, apply_decoders
 from panowan.models.plucker_net import PLUCKER_CHANNELS, PluckerNet
 from panowan.models.presets import DualStreamConfig
-from panowan.models.wan_stream import StreamState, embed, head, run_block
+from panowan.models.regions import CHECKPOINT_POLICIES, Region, checkpointed_blocks
+from panowan.models.wan_stream import StreamState, embed, head
 from panowan.parallel.exchange import STREAMS, LocalExchange, StreamExchange
 
 # diffusers' WanAttnProcessor splits [image; text] context assuming exactly 512 text tokens.
@@ -134,6 +135,9 @@ class DualStreamWan(nn.Module):
                 }
             )
         self.gradient_checkpointing = False
+        self._checkpointing: tuple[str, int] = ("full", config.num_layers)  # policy, checkpointed blocks
+        self._compile_kwargs: dict[str, Any] | None = None
+        self._regions: dict[str, dict[str, list[Region]]] | None = None  # see _build_regions
         self.lora_settings = None  # set by panowan.models.lora.add_lora
 
     def decode_pixels(
@@ -180,25 +184,59 @@ class DualStreamWan(nn.Module):
         streams[names[-1]] = base if reuse_base else copy.deepcopy(base)
         return cls(streams, config, exchange)
 
-    def enable_gradient_checkpointing(self) -> None:
-        """Checkpoint each Wan block and each interaction attention separately; the exchange stays
-        outside every checkpointed region, so recomputation never repeats communication."""
+    def enable_gradient_checkpointing(self, policy: str = "full", fraction: float = 1.0) -> None:
+        """Checkpoint Wan blocks and interaction layers, each its own region (`models.regions`): `policy`
+        "full" recomputes a region whole in backward, "selective" keeps its attention outputs; `fraction` of
+        each stream's blocks are checkpointed (the memory budget: the others keep every activation), the
+        interaction layers always are. The exchange stays outside every checkpointed region, so
+        recomputation never repeats communication."""
+        if policy not in CHECKPOINT_POLICIES:
+            raise ValueError(f"checkpoint policy must be one of {CHECKPOINT_POLICIES}; got {policy!r}")
         self.gradient_checkpointing = True
+        self._checkpointing = (policy, checkpointed_blocks(self.config.num_layers, fraction))
+        self._build_regions()
 
     def disable_gradient_checkpointing(self) -> None:
         self.gradient_checkpointing = False
+        self._build_regions()
 
-    def compile_blocks(self) -> None:
-        """`torch.compile` each Wan block in place through diffusers' `compile_repeated_blocks` (regional
-        compilation: the blocks share one graph, so compiling costs about one block). Names, weights and the
-        split forward are unchanged: it calls the same block modules."""
-        for transformer in self.streams.values():
-            transformer.compile_repeated_blocks()
+    def compile_blocks(self, **compile_kwargs: Any) -> None:
+        """`torch.compile` every region (Wan block, interaction layer) with its checkpoint inside
+        (`models.regions`; default `dynamic=False`). The regions share code, so compiling costs about one
+        block per region kind. Names, weights and the split forward are unchanged."""
+        self._compile_kwargs = {"dynamic": False, **compile_kwargs}
+        self._build_regions()
 
-    def _maybe_checkpoint(self, fn, *args):
-        if self.gradient_checkpointing and torch.is_grad_enabled():
-            return checkpoint(fn, *args, use_reentrant=False)
-        return fn(*args)
+    def _build_regions(self) -> None:
+        """(Re)build the callables `forward` runs: regions with their checkpoint policy, compiled if asked.
+        They live in a plain dict, outside the module tree (`Region` holds the model's own modules)."""
+        policy, checkpointed = self._checkpointing if self.gradient_checkpointing else (None, 0)
+        regions: dict[str, dict[str, list[Region]]] = {}
+        for n in self.local_streams:
+            blocks = self.streams[n].blocks
+            regions[n] = {
+                "blocks": [Region(b, policy if i < checkpointed else None) for i, b in enumerate(blocks)],
+                "interactions": [Region(layer, policy) for layer in self.interactions[n]],
+            }
+        if self._compile_kwargs is not None:
+            for per_stream in regions.values():
+                for region in (*per_stream["blocks"], *per_stream["interactions"]):
+                    region.compile(**self._compile_kwargs)
+        self._regions = regions
+
+    def _block(self, stream: str, index: int) -> nn.Module:
+        if self._regions is None:
+            return self.streams[stream].blocks[index]
+        region = self._regions[stream]["blocks"][index]
+        assert region.module is self.streams[stream].blocks[index], "a block was replaced after its region"
+        return region
+
+    def _interaction(self, stream: str, index: int) -> nn.Module:
+        if self._regions is None:
+            return self.interactions[stream][index]
+        region = self._regions[stream]["interactions"][index]
+        assert region.module is self.interactions[stream][index], "a layer was replaced after its region"
+        return region
 
     def _validate(
         self,
@@ -288,22 +326,21 @@ class DualStreamWan(nn.Module):
         points = {p.block: p for p in self.schedule}
         for i in range(self.config.num_layers):
             for n in self.local_streams:
-                tokens[n] = self._maybe_checkpoint(run_block, self.streams[n], i, states[n], tokens[n])
+                st = states[n]
+                tokens[n] = self._block(n, i)(tokens[n], st.context, st.timestep_proj, st.rotary_emb)
             point = points.get(i)
             if point is None:
                 continue
             if point.kind == "pose":
                 # 3a. Pose cross-attention: B,S,D attends to B,S,pose_dim.
                 for n in self.local_streams:
-                    layer = self.interactions[n][point.index]
-                    tokens[n] = self._maybe_checkpoint(layer, tokens[n], pose)
+                    tokens[n] = self._interaction(n, point.index)(tokens[n], pose)
             else:
                 # 3b. Cross-stream attention on pre-interaction states. The swap (maybe communication)
                 # runs outside any checkpointed region.
                 others = self.exchange.swap({n: tokens[n] for n in self.local_streams})  # each B,S,D
                 tokens = {
-                    n: self._maybe_checkpoint(self.interactions[n][point.index], tokens[n], others[n])
-                    for n in self.local_streams
+                    n: self._interaction(n, point.index)(tokens[n], others[n]) for n in self.local_streams
                 }
 
         # 4. Heads: tokens B,S,D -> velocity B,z,T,h,w.
