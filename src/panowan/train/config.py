@@ -207,6 +207,13 @@ class TrainConfig:
         "latest",
         "'latest' (newest complete checkpoint in output_dir, if any), 'none', or a checkpoint folder",
     )
+    verify_checkpoints: bool = _f(
+        True,
+        "before resuming, hash every file of the checkpoint against the manifest in its COMPLETE marker (and "
+        "an --init_from export against its own); a file that is missing, resized or changed is named, and "
+        "'latest' falls back to the newest checkpoint that verifies. --no-verify_checkpoints checks names and "
+        "sizes only (huge checkpoints, whose hashing costs a full read), with a warning",
+    )
     on_nonfinite: str = _f(
         "skip",
         "a non-finite loss or grad norm on any rank: all ranks skip the step, or abort",
@@ -377,7 +384,8 @@ class TrainConfig:
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # Settings that may change between a run and its resumption without changing its result.
 RESUME_NEUTRAL = ("config", "resume_from_checkpoint", "progress", "tensorboard", "max_train_steps",
-                  "checkpointing_steps", "checkpoints_total_limit", "validation_steps", "nccl_timeout_s")  # fmt: skip
+                  "checkpointing_steps", "checkpoints_total_limit", "validation_steps", "nccl_timeout_s",
+                  "verify_checkpoints")  # fmt: skip
 
 
 def _base_type(hint: Any) -> Any:

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from panowan.train.checkpoint import check_compatible
 from panowan.train.config import TrainConfig, changed_settings
 from panowan.utils.atomic import atomic_write_json, atomic_write_text
 
@@ -19,8 +20,11 @@ log = logging.getLogger(__name__)
 
 
 def record_config(output_dir: Path, config: TrainConfig, rank: int, resume: Path | None) -> None:
-    """Write the run's settings to output_dir/config.json (rank 0); warn when a resume changes them."""
+    """Write the run's settings to output_dir/config.json (rank 0); warn when a resume changes them, refuse
+    one whose weights cannot fit this run's model (another preset or LoRA: `checkpoint.check_compatible`)."""
     path = output_dir / "config.json"
+    if resume is not None:
+        check_compatible(resume, config)  # before any model is built: a clear error, not a shape mismatch
     if resume is not None and (resume / "config.json").is_file():
         saved = json.loads((resume / "config.json").read_text(encoding="utf-8"))
         diff = changed_settings(saved, config)
