@@ -1,9 +1,11 @@
 """Room validation: the cheap checks of a room's files (`validate_room` -> `RoomInfo`) and the value checks
 of its depth and mask files (`check_full_depth`, `known_mask`), each refusal a `RoomError`.
 
-Depth values in files: ground truth and view 0's input must be finite and >= 0 (0 = hole); NaN, inf or
-negative values are refused with a `RoomError`. Conditioning depth: without a mask file 0 / non-finite is
-a hole; with a mask file every pixel the mask marks known must have a finite depth > 0.
+Depth values in files (the decision, with its reasons, is in `panowan.data.io.read_depth`'s docstring):
+ground truth and view 0's input must be finite and >= 0 (0 = hole); NaN, +-inf or negative values are
+refused with a `RoomError` that counts them. Conditioning depth: 0 and non-finite (NaN, +-inf) are holes,
+negative finite values are refused; with a mask file every pixel the mask marks known must have a finite
+depth > 0.
 
 The dataset that uses them: `panowan.data.dataset`; the `Sample` contract: `panowan.data.sample`.
 """
@@ -85,7 +87,9 @@ def validate_room(room: str | os.PathLike, fmt: PoseFormat | None = None) -> Roo
 
 # ---------------------------------------------------------------------------------- value checking
 def check_full_depth(depth_HW: np.ndarray, paths: RoomPaths, file: Path) -> np.ndarray:
-    """Ground truth / view 0 depth: refuse NaN, inf, negative; returns valid_HW (> 0)."""
+    """Ground truth / view 0 depth: refuse NaN, +-inf, negative (a RoomError naming `file`, the count and the
+    kinds; not masked, as a non-finite value there is a broken export, not a declared hole); returns
+    valid_HW (> 0)."""
     bad = ~np.isfinite(depth_HW) | (depth_HW < 0)
     if bad.any():
         kinds = [
@@ -105,8 +109,12 @@ def known_mask(
     """Known pixels of a conditioning view, checked against its depth. Returns known_HW bool."""
     ok = np.isfinite(depth_HW) & (depth_HW > 0)
     if mask_file_HW is None:
-        if np.any(depth_HW < 0):
-            raise RoomError(paths.root, paths.cond_depth(view), "depth has negative values")
+        # -inf is non-finite, so a hole like NaN and +inf (NOTES.md: "0 or non-finite = hole"), not negative
+        negative = np.isfinite(depth_HW) & (depth_HW < 0)
+        if negative.any():
+            raise RoomError(
+                paths.root, paths.cond_depth(view), f"depth has {int(negative.sum())} negative values"
+            )
         return ok
     known = mask_file_HW if polarity == "known" else ~mask_file_HW
     # With depth 0 / non-finite at holes (the layout's convention) a right mask agrees with the depth
