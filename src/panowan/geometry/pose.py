@@ -6,6 +6,13 @@ coordinates. Hence for a world point X:  X_cam = R (X - position),  and a camera
 along d_world = R^T d_cam from `position`.
 
 Users whose files differ say so explicitly through `PoseFormat`; nothing is guessed.
+
+Hostile or broken pose files are refused with a `ValueError` that names the file (`load_pose`): missing
+keys, duplicate keys, components that are not JSON numbers (strings, booleans, null), NaN / inf, the zero
+quaternion, a quaternion whose norm is off 1 by more than `PoseFormat.unit_tolerance`, files that are not
+UTF-8 JSON, directories, and files over `MAX_POSE_FILE_BYTES`. A quaternion within the tolerance is
+normalised: silently when it is unit up to `QUATERNION_ROUNDING` (float32 round-off of a written unit
+quaternion), with a warning naming the file otherwise.
 """
 
 from __future__ import annotations
@@ -13,11 +20,19 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import torch
+
+MAX_POSE_FILE_BYTES = 1 << 20
+"""A pose JSON is about 100 bytes; a file over 1 MiB is refused unread (a wrong file, or a hostile one)."""
+
+QUATERNION_ROUNDING = 1e-6
+"""A quaternion whose norm is off 1 by at most this is normalised silently (float32 round-off is ~1e-7);
+up to `PoseFormat.unit_tolerance` it is normalised with a warning; beyond, refused."""
 
 
 def quaternion_to_matrix(q_wxyz: torch.Tensor) -> torch.Tensor:
@@ -136,15 +151,34 @@ class PoseFormat:
 
 
 def _numbers(value, n: int, path: Path, key: str) -> list[float]:
+    """`n` finite JSON numbers. Strings ("1.0"), booleans and null are refused, not converted: a pose
+    written that way comes from a broken exporter, and `float(True) == 1.0` would hide it."""
     if not isinstance(value, list | tuple) or len(value) != n:
+        raise ValueError(f"{path}: '{key}' must be a list of {n} numbers, got {value!r}")
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in value):
         raise ValueError(f"{path}: '{key}' must be a list of {n} numbers, got {value!r}")
     try:
         out = [float(x) for x in value]
-    except (TypeError, ValueError):
-        raise ValueError(f"{path}: '{key}' must be a list of {n} numbers, got {value!r}") from None
+    except OverflowError:  # an integer too large for a float (10**400): as non-finite as inf
+        raise ValueError(f"{path}: '{key}' has a non-finite value: {value!r}") from None
     if not all(math.isfinite(x) for x in out):
         raise ValueError(f"{path}: '{key}' has a non-finite value: {value!r}")
     return out
+
+
+def _unit_quaternion(q: list[float], fmt: PoseFormat, path: Path) -> list[float]:
+    """`q` normalised, or ValueError naming the file (zero quaternion, norm off 1 beyond the tolerance)."""
+    norm = math.sqrt(sum(x * x for x in q))
+    if norm == 0.0:
+        raise ValueError(f"{path}: '{fmt.rotation_key}' is the zero quaternion {q}, which is no rotation")
+    if abs(norm - 1.0) > fmt.unit_tolerance:  # refused, not normalised: a wrong scale is a broken file
+        raise ValueError(
+            f"{path}: '{fmt.rotation_key}' is not a unit quaternion (norm {norm:.6f}, allowed 1 +- "
+            f"{fmt.unit_tolerance:g}, PoseFormat.unit_tolerance)"
+        )
+    if abs(norm - 1.0) > QUATERNION_ROUNDING:
+        warnings.warn(f"{path}: '{fmt.rotation_key}' has norm {norm:.6f}, not 1; normalised", stacklevel=3)
+    return [x / norm for x in q]
 
 
 def parse_pose(obj: dict, fmt: PoseFormat = PoseFormat(), path: str | os.PathLike = "<pose>") -> Pose:
@@ -162,10 +196,7 @@ def parse_pose(obj: dict, fmt: PoseFormat = PoseFormat(), path: str | os.PathLik
     q = _numbers(obj[fmt.rotation_key], 4, path, fmt.rotation_key)
     if fmt.quaternion_order == "xyzw":
         q = [q[3], q[0], q[1], q[2]]
-    norm = math.sqrt(sum(x * x for x in q))
-    if abs(norm - 1.0) > fmt.unit_tolerance:
-        raise ValueError(f"{path}: '{fmt.rotation_key}' is not a unit quaternion (norm {norm:.6f})")
-    rotation = quaternion_to_matrix(torch.tensor(q, dtype=torch.float64) / norm)
+    rotation = quaternion_to_matrix(torch.tensor(_unit_quaternion(q, fmt, path), dtype=torch.float64))
     position_t = torch.tensor(position, dtype=torch.float64)
     if fmt.direction == "camera_to_world":
         rotation = rotation.T.contiguous()
@@ -173,17 +204,40 @@ def parse_pose(obj: dict, fmt: PoseFormat = PoseFormat(), path: str | os.PathLik
 
 
 def load_pose(path: str | os.PathLike, fmt: PoseFormat = PoseFormat()) -> Pose:
-    """Read one pose JSON file, with errors that name the file."""
+    """Read one pose JSON file, with errors that name the file (the refusals: this module's docstring)."""
     path = Path(path)
     try:
+        if (size := path.stat().st_size) > MAX_POSE_FILE_BYTES:
+            raise ValueError(f"{path}: pose file is {size} bytes, over the {MAX_POSE_FILE_BYTES}-byte limit")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ValueError(f"{path}: pose file is missing") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a directory, not a pose file") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: pose file is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise ValueError(f"{path}: pose file cannot be read ({e.strerror or e})") from None
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
+    except _DuplicateKey as e:
+        raise ValueError(f"{path}: key '{e.args[0]}' appears twice (JSON keeps the last silently)") from None
     return parse_pose(obj, fmt, path)
+
+
+class _DuplicateKey(Exception):
+    """A JSON object with a repeated key (json.loads would keep the last one without a word)."""
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
 
 
 def pose_to_json(pose: Pose) -> dict:
