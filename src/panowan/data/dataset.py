@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from panowan.data.io import read_depth, read_mask, read_rgb
-from panowan.data.layout import RoomError, discover_views, scan_rooms
+from panowan.data.layout import RoomError, discover_views, scan_data_root
 from panowan.data.room_checks import (
     ZERO_DEPTH_TOLERANCE,
     RoomInfo,
@@ -177,12 +177,15 @@ class RoomDataset(torch.utils.data.Dataset):
         self._pluckers: dict[tuple[int, int, int, int, int], torch.Tensor] = {}
         self._frames: dict[tuple[int, int, int], dict[str, np.ndarray]] = {}
         self.rooms: list[RoomInfo] = []
-        found = scan_rooms(data_root)
+        scan = scan_data_root(data_root)  # empty folders and second paths to a room: counted, not rooms
+        found = scan.rooms
         self.summary: dict = {
             "rooms_found": len(found),
             "rooms_used": 0,
             "bad_rooms": 0,
             "too_few_views": 0,
+            "empty_folders": len(scan.empty),
+            "aliased_rooms": len(scan.aliases),
             "bad": [],
         }
         for room in found:
