@@ -3,12 +3,19 @@ loading their weights into a `DualStreamWan`.
 
 `panowan infer --model_dir` and the embedded default read them; `panowan train --init_from` starts a run
 from one (chained training). Writing is `panowan.commands.infer.export_embedded`.
+
+Integrity: `default_model.json` (written after the weights) holds a manifest of the weights file,
+`"manifest": {"default_model.safetensors": {"size": B, "sha256": H}}` (`panowan.utils.manifest`);
+`verify_exported` checks it before the weights are used (`model_source.embedded_source`,
+`init_from_exported`), with a ValueError naming the folder and the file. An export written before
+manifests existed loads with a warning (nothing to verify it against).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +25,8 @@ if TYPE_CHECKING:  # light at import: the CLI reads exported metadata before any
 EMBEDDED_FORMAT = "panowan-embedded-model/1"
 EMBEDDED_CONFIG = "default_model.json"
 EMBEDDED_WEIGHTS = "default_model.safetensors"
+MANIFEST_KEY = "manifest"
+"""Key of `default_model.json` holding the weights' manifest (name -> size, sha256)."""
 DECODER_PREFIX = "pixel_decoders"
 """State-dict prefix of the model's pixel decoders (`DualStreamWan.pixel_decoders`)."""
 
@@ -35,6 +44,30 @@ def read_exported(folder: str | os.PathLike) -> tuple[dict[str, Any], Path]:
     if meta.get("format") != EMBEDDED_FORMAT:
         raise ValueError(f"{cfg_path}: unknown format {meta.get('format')!r} (expected {EMBEDDED_FORMAT})")
     return meta, weights
+
+
+def verify_exported(
+    folder: str | os.PathLike, meta: dict[str, Any] | None = None, *, hashes: bool = True
+) -> bool:
+    """Check an exported model's weights against the manifest in its `default_model.json` (`meta`: that file's
+    contents, if already read): True when verified, False (with a warning) for an export without a manifest.
+    ValueError (`ManifestError`) naming the folder and the file when it is missing, resized or, with `hashes`,
+    changed. `hashes` False checks the size only (huge exports)."""
+    from panowan.utils.manifest import ManifestError, check_manifest
+
+    root = Path(folder)
+    if meta is None:
+        meta = read_exported(root)[0]
+    manifest = meta.get(MANIFEST_KEY)
+    if manifest is None:
+        warnings.warn(f"{root / EMBEDDED_CONFIG}: no manifest (exported before models carried one); its weights "
+                      "are loaded unverified", stacklevel=2)  # fmt: skip
+        return False
+    if not isinstance(manifest, dict) or EMBEDDED_WEIGHTS not in manifest:
+        raise ManifestError(f"exported model {root}: {EMBEDDED_CONFIG} has a manifest without "
+                            f"{EMBEDDED_WEIGHTS}", root / EMBEDDED_CONFIG, "manifest")  # fmt: skip
+    check_manifest(root, manifest, hashes=hashes, what=f"exported model {root}")
+    return True
 
 
 def load_exported_weights(
@@ -60,8 +93,11 @@ def load_exported_weights(
         )
 
 
-def init_from_exported(model: DualStreamWan, folder: str | os.PathLike) -> dict[str, Any]:
+def init_from_exported(
+    model: DualStreamWan, folder: str | os.PathLike, *, verify: bool = True
+) -> dict[str, Any]:
     """Start `model` (no LoRA yet) from an exported model of the same architecture; returns its metadata.
+    The weights are verified against the export's manifest first (`verify` False: their size only).
 
     The architectures must agree (`NOT_ARCHITECTURE` aside), except that a model with pixel decoders may start
     from an export without them: the decoders start fresh (as the identity), everything else from the export.
@@ -82,5 +118,6 @@ def init_from_exported(model: DualStreamWan, folder: str | os.PathLike) -> dict[
     diff = model.config.differences(exported, ignore=ignore)
     if diff:
         raise ValueError(f"{folder}: exported for another model configuration (differs in {diff})")
+    verify_exported(folder, meta, hashes=verify)
     load_exported_weights(model, weights, fresh_decoders=grows)
     return meta

@@ -2,8 +2,11 @@
 checkpoint; and writing a model as an exported one.
 
 Everything up to `build_model` reads only small files (json, folder listings), so that inputs can be checked
-before any weight is read. `panowan infer` (`panowan.commands.infer`, which re-exports these names) and the
-Python API (`panowan.sample.completer.Completer`) both resolve models here.
+before any weight is read; the exception is verification: `resolve_source` hashes the weight files against
+their manifest (a checkpoint's COMPLETE marker, an export's default_model.json) at disk speed, unless
+`verify=False` (`panowan infer --no_verify`: names and sizes only, one warning). `panowan infer`
+(`panowan.commands.infer`, which re-exports these names) and the Python API
+(`panowan.sample.completer.Completer`) both resolve models here.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from panowan.models.exported import (
     EMBEDDED_CONFIG,
     EMBEDDED_FORMAT,
     EMBEDDED_WEIGHTS,
+    MANIFEST_KEY,
     load_exported_weights,
     read_exported,
+    verify_exported,
 )
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -44,8 +49,27 @@ class ModelSource:
     validation rooms when it was exported; the flags override it."""
 
 
-def _checkpoint_folder(checkpoint_dir: Path, step: int | None) -> Path:
-    from panowan.train.checkpoint import complete_checkpoints, is_complete
+def _inference_file(name: str) -> bool:
+    """The files of a checkpoint that inference reads (its weights and run config; not the optimiser state)."""
+    return name.startswith("weights/") or name == "config.json"
+
+
+_warned_unverified = False
+
+
+def _warn_unverified() -> None:
+    global _warned_unverified
+    if not _warned_unverified:
+        _warned_unverified = True
+        warnings.warn("model files are checked by name and size only, not hashed (--no_verify): a corrupted "
+                      "byte would go unnoticed", stacklevel=3)  # fmt: skip
+
+
+def _checkpoint_folder(checkpoint_dir: Path, step: int | None, verify: bool = True) -> Path:
+    """The checkpoint folder `--checkpoint_dir` [+ `--checkpoint_step`] names, its weights verified against the
+    manifest of its marker (`verify` False: names and sizes only). Without a step: the newest complete one
+    that verifies (a newer one that fails is skipped with a warning naming it and its file)."""
+    from panowan.train.checkpoint import complete_checkpoints, is_complete, newest_verified, verify_checkpoint
 
     if not checkpoint_dir.is_dir():
         raise ValueError(f"{checkpoint_dir}: checkpoint folder does not exist")
@@ -57,14 +81,15 @@ def _checkpoint_folder(checkpoint_dir: Path, step: int | None) -> Path:
     elif (checkpoint_dir / "weights").is_dir() or (checkpoint_dir / "trainable_config.json").is_file():
         folder = checkpoint_dir
     else:
-        found = complete_checkpoints(checkpoint_dir)
-        if not found:
+        if not complete_checkpoints(checkpoint_dir):
             raise ValueError(f"{checkpoint_dir}: holds no complete checkpoint-STEP folder")
-        folder = found[-1][1]
+        return newest_verified(checkpoint_dir, hashes=verify, files=_inference_file)
     if (folder / "weights").is_dir() and not is_complete(folder):
         raise ValueError(
             f"{folder}: checkpoint is incomplete (no COMPLETE marker; the run stopped while saving)"
         )
+    if is_complete(folder):
+        verify_checkpoint(folder, hashes=verify, files=_inference_file)
     return folder
 
 
@@ -82,12 +107,14 @@ def resolve_source(
     preset: str | None = None,
     lora_rank: int | None = None,
     assets: str | os.PathLike | None = None,
+    verify: bool = True,
 ) -> ModelSource:
-    """Which model to load, checked (preset, LoRA rank, pretrained files) before any weight is read.
+    """Which model to load, checked (preset, LoRA rank, pretrained files, the weights against their manifest)
+    before any weight is loaded into a model.
 
     `model_dir`: an exported model; `checkpoint_dir` (+ `checkpoint_step`): a training run; neither: the
     embedded default in `assets` (default `ASSETS`). The arguments are `panowan infer`'s flags of the same
-    names, and the messages name them so."""
+    names, and the messages name them so (`verify` is `not --no_verify`)."""
     from panowan.models.lora import read_trainable_config
     from panowan.models.presets import NOT_ARCHITECTURE, get_preset
 
@@ -96,7 +123,9 @@ def resolve_source(
             "--model_dir is an exported model: pass it alone, not with --checkpoint_dir / --base_model_dir"
         )
     if checkpoint_dir:
-        folder = _checkpoint_folder(Path(checkpoint_dir), checkpoint_step)
+        if not verify:
+            _warn_unverified()
+        folder = _checkpoint_folder(Path(checkpoint_dir), checkpoint_step, verify)
         weights = folder / "weights" if (folder / "weights").is_dir() else folder
         lora, config = read_trainable_config(weights)
         train_cfg = {}
@@ -110,7 +139,9 @@ def resolve_source(
     elif checkpoint_step is not None:
         raise ValueError("--checkpoint_step needs --checkpoint_dir")
     else:
-        source = embedded_source(model_dir, assets=assets)
+        if not verify:
+            _warn_unverified()
+        source = embedded_source(model_dir, assets=assets, verify=verify)
     cfg = source.model_config
     if preset is not None:
         wanted = get_preset(preset)
@@ -138,14 +169,16 @@ def resolve_model(args, *, assets: str | os.PathLike | None = None) -> ModelSour
     return resolve_source(
         model_dir=args.model_dir, checkpoint_dir=args.checkpoint_dir, checkpoint_step=args.checkpoint_step,
         base_model_dir=args.base_model_dir, preset=args.preset, lora_rank=args.lora_rank, assets=assets,
+        verify=not getattr(args, "no_verify", False),
     )  # fmt: skip
 
 
 def embedded_source(
-    folder: str | os.PathLike | None = None, *, assets: str | os.PathLike | None = None
+    folder: str | os.PathLike | None = None, *, assets: str | os.PathLike | None = None, verify: bool = True
 ) -> ModelSource:
     """An exported model in `folder`; by default the one shipped in `assets` (default: panowan/assets), or
-    (with a warning) an untrained initialisation when that holds none."""
+    (with a warning) an untrained initialisation when that holds none. Its weights are verified against the
+    manifest of its config (`models.exported.verify_exported`; `verify` False: their size only)."""
     from panowan.models.lora import LoraSettings
     from panowan.models.presets import DualStreamConfig, get_preset
 
@@ -160,6 +193,7 @@ def embedded_source(
         return ModelSource("untrained", get_preset("tiny"), None, None, {}, "untrained tiny model")
     meta, weights = read_exported(root)
     check_sampling(meta.get("sampling", {}), str(root / EMBEDDED_CONFIG))
+    verify_exported(root, meta, hashes=verify)
     lora = None if meta["lora"] is None else LoraSettings.from_dict(meta["lora"])
     config = DualStreamConfig.from_dict(meta["model"])
     return ModelSource("embedded", config, lora, weights, meta.get("train", {}), f"embedded model {weights}",
@@ -234,6 +268,7 @@ def export_embedded(
 
     from panowan.models.lora import merge_lora
     from panowan.utils.atomic import atomic_write, atomic_write_json
+    from panowan.utils.manifest import manifest_of
 
     out_dir = Path(out_dir)
     model = copy.deepcopy(model).float().cpu()
@@ -245,8 +280,10 @@ def export_embedded(
     tensors = {k: (v.to(dtype) if k in params else v).contiguous() for k, v in model.state_dict().items()}
     weights = out_dir / EMBEDDED_WEIGHTS
     atomic_write(weights, lambda p: save_file(tensors, str(p)))
+    # The config is written after the weights and holds their manifest: a loader verifies the bytes.
     meta = {"format": EMBEDDED_FORMAT, "model": model.config.to_dict(), "lora": lora,
-            "weights_dtype": str(dtype).removeprefix("torch."), "train": source_info}  # fmt: skip
+            "weights_dtype": str(dtype).removeprefix("torch."), "train": source_info,
+            MANIFEST_KEY: manifest_of(out_dir, [EMBEDDED_WEIGHTS])}  # fmt: skip
     if sampling is not None:
         meta["sampling"] = check_sampling(sampling, "sampling")
     atomic_write_json(out_dir / EMBEDDED_CONFIG, meta)

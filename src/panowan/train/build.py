@@ -103,7 +103,7 @@ def build_model(config: TrainConfig, groups, device: torch.device) -> Built:
     if config.init_from:
         from panowan.models.exported import init_from_exported
 
-        init_from_exported(model, config.init_from)
+        init_from_exported(model, config.init_from, verify=config.verify_checkpoints)
     if config.lora_rank:
         add_lora(model, config.lora_rank, config.lora_alpha, tuple(config.lora_targets), seed=config.seed)
     freeze_base(model)  # without LoRA it freezes nothing: the streams train in full

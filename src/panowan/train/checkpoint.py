@@ -184,8 +184,10 @@ def newest_verified(
                         folder.name, exc)  # fmt: skip
             bad.append(str(exc))
     if done:
-        raise ValueError(f"{output_dir}: none of its {len(done)} checkpoints verifies ({'; '.join(bad)}); "
-                         "start another --output_dir (or skip the hashes: train --no-verify_checkpoints, infer --no_verify)")  # fmt: skip
+        raise ValueError(
+            f"{output_dir}: none of its {len(done)} checkpoints verifies ({'; '.join(bad)}); start another "
+            "--output_dir (or skip the hashes: train --no-verify_checkpoints, infer --no_verify)"
+        )
     return None
 
 
@@ -203,7 +205,7 @@ def _pick(output_dir: str | os.PathLike, resume: str, hashes: bool) -> Path | No
 
 
 def _rank0_decides(decide: Callable[[], Path | None]) -> Path | None:
-    """`decide()` on rank 0 only (one reading of the files, one answer), its result or its error on every rank."""
+    """`decide()` on rank 0 only (one reading of the files, one answer); its result or error on every rank."""
     if not _distributed():
         return decide()
     answer: list[Any] = [None]
