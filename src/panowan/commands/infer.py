@@ -47,7 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "default_model.safetensors, as scripts/train_default_model.py writes); default: the "
                         "model embedded in the package")  # fmt: skip
     parser.add_argument("--checkpoint_step", type=int, default=None,
-                        help="use CHECKPOINT_DIR/checkpoint-STEP (default: the newest complete one)")  # fmt: skip
+                        help="use CHECKPOINT_DIR/checkpoint-STEP (default: the newest complete one that verifies)")  # fmt: skip
+    parser.add_argument("--no_verify", action="store_true", help="do not hash the model's files against their "
+                        "manifest (a checkpoint's COMPLETE marker, an export's default_model.json); names and "
+                        "sizes are still checked. For huge checkpoints, whose hashing costs a full read; warned")  # fmt: skip
     parser.add_argument("--data_root", required=True, help="prepared rooms: DATA_ROOT/{area}/{room}/")
     parser.add_argument("--output_dir", required=True, help="where completions are written")
     parser.add_argument("--num_inference_steps", type=int, default=None,

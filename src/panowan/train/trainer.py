@@ -104,7 +104,7 @@ class Trainer:
         from panowan.parallel.grad_sync import broadcast_parameters
 
         c = self.config
-        resume = ckpt.resolve_resume(self.output_dir, c.resume_from_checkpoint)
+        resume = ckpt.resolve_resume(self.output_dir, c.resume_from_checkpoint, verify=c.verify_checkpoints)
         if (
             resume is None
             and c.resume_from_checkpoint == "none"
