@@ -139,6 +139,35 @@ def test_skip_flag_checks_sizes_only_and_warns_once(run_copy, caplog) -> None:
     assert config_from_args(parser.parse_args([*base, "--no-verify_checkpoints"])).verify_checkpoints is False
 
 
+def test_trainer_passes_the_skip_flag(rooms, run_copy, caplog) -> None:
+    out = run_copy
+    flip_middle_byte(out / "checkpoint-4" / "weights" / "plucker_net.safetensors")
+    ckpt._warned_unhashed = False
+    with caplog.at_level(logging.INFO):  # max_train_steps 4: resumes at 4 and trains nothing
+        train(make_config(rooms, out, max_train_steps=4, verify_checkpoints=False))
+    assert f"resumed from {out / 'checkpoint-4'} at step 4" in caplog.text
+    assert "not hashed (--no-verify_checkpoints)" in caplog.text
+
+
+def _resolve_on_two_ranks(rank: int, out: Path) -> None:
+    assert ckpt.resolve_resume(out / "one_bad", "latest") == out / "one_bad" / "checkpoint-2"
+    assert ckpt._key(out / "one_bad" / "checkpoint-2") in ckpt._checked  # load_checkpoint will not hash again
+    try:
+        ckpt.resolve_resume(out / "all_bad", "latest")
+    except ValueError as exc:  # rank 0's verdict, raised on every rank (no rank left waiting)
+        assert "none of its 2 checkpoints verifies" in str(exc)
+    else:
+        raise AssertionError(f"rank {rank}: a run whose checkpoints all fail was resumed")
+
+
+def test_ranks_resume_from_rank_0s_verdict(run4, tmp_path) -> None:
+    for name in ("one_bad", "all_bad"):
+        shutil.copytree(run4, tmp_path / name)
+        flip_middle_byte(tmp_path / name / "checkpoint-4" / "weights" / "plucker_net.safetensors")
+    (tmp_path / "all_bad" / "checkpoint-2" / "scheduler.pt").unlink()
+    run_ranks(2, _resolve_on_two_ranks, tmp_path)
+
+
 def test_marker_without_manifest_is_accepted_with_a_warning(tmp_path, caplog) -> None:
     model, opt, sched = _setup(0)
     folder = _save(tmp_path, 1, model, opt, sched)
