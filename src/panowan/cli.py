@@ -13,7 +13,7 @@ import logging
 import sys
 
 # Order is the order a user meets them: make data, prepare it, train, complete, evaluate.
-COMMANDS = ("synth", "prepare", "train", "infer", "eval", "demo", "convert")
+COMMANDS = ("synth", "render", "prepare", "train", "infer", "eval", "demo", "convert")
 
 
 def _load(name: str):

@@ -13,7 +13,7 @@ from panowan.data.synth.easy import make_easy_scene
 from panowan.data.synth.hard import make_hard_scene
 from panowan.data.synth.raycast import render_view
 from panowan.data.synth.scene import Scene
-from panowan.geometry.pose import pose_to_json
+from panowan.geometry.pose import Pose, pose_to_json
 
 DIFFICULTIES = ("easy", "hard")
 STATS_FILE = "synth_stats.json"
@@ -35,19 +35,27 @@ def room_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
+def write_view(paths: RoomPaths, view: int, rgb_HW3: np.ndarray, range_HW: np.ndarray, pose: Pose) -> None:
+    """The seed-layout files of one rendered view (ground truth, pose; view 0 also the input panorama and
+    depth), each written atomically. Shared by `panowan synth` and `panowan render`."""
+    from panowan.utils.atomic import atomic_save_npy, atomic_write_image, atomic_write_json
+
+    atomic_write_image(paths.gt_rgb(view), rgb_HW3)
+    atomic_save_npy(paths.gt_depth(view), range_HW)
+    atomic_write_json(paths.pose(view), pose_to_json(pose))
+    if view == 0:
+        atomic_write_image(paths.ref_rgb, rgb_HW3)
+        atomic_save_npy(paths.ref_depth, range_HW)
+
+
 def write_room(scene: Scene, room_dir: str | os.PathLike, height: int, width: int) -> Path:
     """Render every pose of `scene` and write the room in the seed layout (all writes atomic)."""
-    from panowan.utils.atomic import atomic_save_npy, atomic_write_image, atomic_write_json, atomic_write_text
+    from panowan.utils.atomic import atomic_write_text
 
     paths = RoomPaths(Path(room_dir))
     for view, pose in enumerate(scene.poses):
         rgb, rng_hw = render_view(scene, pose, height, width)
-        atomic_write_image(paths.gt_rgb(view), rgb)
-        atomic_save_npy(paths.gt_depth(view), rng_hw)
-        atomic_write_json(paths.pose(view), pose_to_json(pose))
-        if view == 0:
-            atomic_write_image(paths.ref_rgb, rgb)
-            atomic_save_npy(paths.ref_depth, rng_hw)
+        write_view(paths, view, rgb, rng_hw, pose)
     atomic_write_text(paths.description, scene.description + "\n")
     return paths.root
 
