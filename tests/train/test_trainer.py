@@ -452,3 +452,19 @@ def test_pixel_decoders_on_one_stream_per_rank_match_one_process(rooms, tmp_path
         for key in ("loss", "loss/rgb/pixel", "loss/depth/pixel"):
             assert a[key] == pytest.approx(b[key], rel=1e-4), key
     assert_same_weights(weights(tmp_path / "pair", 2), weights(tmp_path / "one", 2), atol=1e-5)
+
+
+def test_selective_checkpointing_with_a_budget_trains_like_none(rooms, tmp_path) -> None:
+    """--gradient_checkpointing --checkpoint_policy selective --checkpoint_fraction 0.5 changes memory, not
+    the run: the same losses and weights as a run without checkpointing; the setting is recorded."""
+    plain, ckpt = tmp_path / "plain", tmp_path / "ckpt"
+    train(make_config(rooms, plain, max_train_steps=2, ssim_weight=0))
+    train(make_config(rooms, ckpt, max_train_steps=2, ssim_weight=0, gradient_checkpointing=True,
+                      checkpoint_policy="selective", checkpoint_fraction=0.5))  # fmt: skip
+    for a, b in zip(metrics(plain), metrics(ckpt), strict=True):
+        assert math.isclose(a["loss"], b["loss"], rel_tol=1e-6), (a["loss"], b["loss"])
+    assert_same_weights(weights(ckpt, 2), weights(plain, 2), atol=1e-6)
+    with pytest.raises(ValueError, match="checkpoint_fraction"):
+        make_config(rooms, tmp_path / "bad", checkpoint_fraction=2.0)
+    with pytest.warns(UserWarning, match="ignored without --gradient_checkpointing"):
+        make_config(rooms, tmp_path / "ignored", checkpoint_policy="selective")

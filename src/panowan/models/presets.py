@@ -21,6 +21,8 @@ NOT_ARCHITECTURE = ("init_seed", "rgb_condition_fill", "depth_condition_fill")
 ANALYTIC_POOLS = (1, 2, 4, 8)
 INTERACTIONS = ("pose+cross", "pose", "cross", "none")
 """Which exchanges a model has (`DualStreamConfig.interactions`): both, pose only, cross-stream only, none."""
+CHECKPOINT_POLICIES = ("full", "selective")
+"""What backward recomputes in a checkpointed region (`models.regions`): all of it, or all but attention."""
 
 
 def fill_fields(fills: dict[str, str]) -> dict[str, str]:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
-CHECKPOINT_POLICIES = ("full", "selective")
+from panowan.models.presets import CHECKPOINT_POLICIES
 
 _ATTENTION_OP_NAMES = (
     "_scaled_dot_product_flash_attention",

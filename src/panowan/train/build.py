@@ -109,7 +109,7 @@ def build_model(config: TrainConfig, groups, device: torch.device) -> Built:
     freeze_base(model)  # without LoRA it freezes nothing: the streams train in full
     model.to(device)
     if config.gradient_checkpointing:
-        model.enable_gradient_checkpointing()
+        model.enable_gradient_checkpointing(config.checkpoint_policy, config.checkpoint_fraction)
     if config.compile_blocks:
         model.compile_blocks()
     codec = build_codec(model_config, vae)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from panowan.models.presets import CONDITION_FILLS, INTERACTIONS
+from panowan.models.presets import CHECKPOINT_POLICIES, CONDITION_FILLS, INTERACTIONS
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULERS = (
@@ -137,6 +137,18 @@ class TrainConfig:
     )
     gradient_checkpointing: bool = _f(
         False, "recompute Wan blocks and interaction layers in backward to save memory"
+    )
+    checkpoint_policy: str = _f(
+        "full",
+        "with --gradient_checkpointing, what backward recomputes: 'full' (each block whole: least memory) or "
+        "'selective' (all but the attention kernels, whose outputs are kept: at long sequences most of the "
+        "recompute saved for one B,S,D tensor per block)",
+        choices=CHECKPOINT_POLICIES,
+    )
+    checkpoint_fraction: float = _f(
+        1.0,
+        "with --gradient_checkpointing, the memory budget: the fraction of each stream's Wan blocks that are "
+        "checkpointed (0..1); the others keep every activation for backward (faster, more memory)",
     )
     compile_blocks: bool = _f(
         False,
@@ -307,6 +319,13 @@ class TrainConfig:
             warnings.warn(
                 f"preset {self.preset!r} uses no pretrained files; --base_model_dir is ignored", stacklevel=3
             )
+        if not self.gradient_checkpointing and (
+            self.checkpoint_policy != "full" or self.checkpoint_fraction != 1.0
+        ):
+            warnings.warn(
+                "--checkpoint_policy / --checkpoint_fraction are ignored without --gradient_checkpointing",
+                stacklevel=3,
+            )
         if self.lora_rank == 0 and (
             self.lora_alpha is not None or self.lora_targets != _FIELDS["lora_targets"].default_factory()
         ):
@@ -317,6 +336,11 @@ class TrainConfig:
         def need(ok: bool, msg: str) -> None:
             if not ok:
                 raise ValueError(msg)
+
+        need(
+            0.0 <= self.checkpoint_fraction <= 1.0,
+            f"--checkpoint_fraction must be in [0, 1], got {self.checkpoint_fraction}",
+        )
 
         need(
             self.resolution > 0 and self.resolution % 16 == 0,

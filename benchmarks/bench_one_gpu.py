@@ -1,0 +1,250 @@
+"""GPU benchmark: both streams on one card against plain diffusers on the same card (issue 22).
+
+    python benchmarks/bench_one_gpu.py --preset wan2.1-1.3b-i2v --phases train --out one_gpu_train.json
+    python benchmarks/bench_one_gpu.py --preset wan2.1-1.3b-i2v --phases infer --out one_gpu_infer.json
+
+Everything runs in one process on one GPU (`LocalExchange`), random bf16 weights, batch 1, 17 views at
+720x1440 by default (20,250 tokens per stream). Each ratio divides two numbers of the same run.
+
+Phases:
+- train: the plain diffusers `WanTransformer3DModel` step (PEFT LoRA on attention q/k/v/o, diffusers' gradient
+  checkpointing of every block, AdamW; optionally also with `compile_repeated_blocks`), then the dual-stream
+  step (both streams, interaction layers and PluckerNet, same LoRA and optimiser) in each `--variants` setting:
+  `eager-full` (today's default), `compiled-full`, `compiled-selective`, `compiled-selective-F` (a fraction F of
+  the blocks checkpointed). Peak memory of each.
+- infer: the plain forward (median) and the `--infer_steps`-forward loops of the dual model, eager and compiled:
+  the loop against `--infer_steps` plain forwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_dual_stream import TARGETS, bench_baseline, dual_inputs
+from panowan.models.dual_stream import DualStreamWan
+from panowan.models.lora import add_lora, freeze_base, trainable_parameter_groups
+from panowan.models.presets import get_preset
+from panowan.parallel.exchange import LocalExchange
+from wan_bench_utils import Shape, build_random_wan, summary, time_cuda
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def peak_gib() -> float:
+    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+
+
+def free() -> None:
+    gc.collect()
+    torch._dynamo.reset()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def dump(results: dict, path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(results, indent=2))
+
+
+def parse_variant(name: str) -> tuple[bool, str, float]:
+    """ "compiled-selective-0.75" -> (compiled, policy, fraction)."""
+    parts = name.split("-")
+    if (
+        parts[0] not in ("eager", "compiled")
+        or len(parts) not in (2, 3)
+        or parts[1] not in ("full", "selective")
+    ):
+        raise ValueError(f"variant {name!r}: want (eager|compiled)-(full|selective)[-FRACTION]")
+    return parts[0] == "compiled", parts[1], float(parts[2]) if len(parts) == 3 else 1.0
+
+
+def build_dual(args, device) -> tuple[DualStreamWan, list[torch.nn.Parameter]]:
+    config = get_preset(args.preset)
+    base = build_random_wan(config.wan, device, seed=args.seed)
+    model = DualStreamWan.from_base(base, config, ("rgb", "depth"), LocalExchange(), reuse_base=True)
+    add_lora(model, rank=args.lora_rank, targets=TARGETS)
+    freeze_base(model)
+    trainable = [p for ps in trainable_parameter_groups(model).values() for p in ps]
+    for p in trainable:
+        p.data = p.data.float()  # LoRA, interaction and PluckerNet weights and AdamW state in fp32
+    return model, trainable
+
+
+def time_train_variant(args, device, name: str, inputs: tuple, target: dict) -> dict:
+    """Build the seeded dual model afresh (fresh optimiser) in setting `name` and time its training step."""
+    compiled, policy, fraction = parse_variant(name)
+    model, trainable = build_dual(args, device)
+    opt = torch.optim.AdamW(trainable, lr=1e-5)
+    model.enable_gradient_checkpointing(policy, fraction)
+    if compiled:
+        model.compile_blocks()
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            out = model(*inputs)
+        loss = sum(torch.nn.functional.mse_loss(out[s].float(), target[s].float()) for s in out)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    try:
+        first = time_cuda(step, 0, 1)[0]  # compiles, for compiled variants
+        times = time_cuda(step, args.warmup, args.steps)
+        return {"train_step": summary(times), "first_step_s": first, "peak_gib": peak_gib()}
+    except torch.OutOfMemoryError as e:
+        return {"error": f"out of memory: {str(e)[:200]}", "peak_gib": peak_gib()}
+
+
+def bench_train_variants(args, device, on_result=lambda results: None) -> dict:
+    config = get_preset(args.preset)
+    shape = Shape(args.frames, args.height, 2 * args.height)
+    inputs = dual_inputs(config, shape, device, seed=args.seed)  # noisy, cond, timestep, plucker, text, image
+    target = {s: torch.randn_like(x) for s, x in inputs[0].items()}
+    results = {}
+    for name in args.variants.split(","):
+        free()
+        results[name] = time_train_variant(args, device, name, inputs, target)
+        log(f"{name}: {results[name]}")
+        on_result(results)
+    return results
+
+
+def bench_baseline_compiled(args, device) -> dict:
+    """Plain diffusers with its own regional compilation (`compile_repeated_blocks`): the fastest plain
+    training step a user gets from the library, reported beside the uncompiled one."""
+    config = get_preset(args.preset)
+    shape = Shape(args.frames, args.height, 2 * args.height)
+    from peft import LoraConfig
+
+    from wan_bench_utils import random_inputs
+
+    model = build_random_wan(config.wan, device, seed=args.seed)
+    model.requires_grad_(False)
+    model.add_adapter(LoraConfig(r=args.lora_rank, lora_alpha=args.lora_rank, target_modules=list(TARGETS)))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:
+        p.data = p.data.float()
+    model.enable_gradient_checkpointing()
+    model.compile_repeated_blocks()
+    opt = torch.optim.AdamW(trainable, lr=1e-5)
+    x, ts, text, image = random_inputs(config.wan, shape, device, seed=args.seed)
+    target = torch.randn(1, config.wan["out_channels"], *shape.latent, device=device, dtype=torch.bfloat16)
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            out = model(x, ts, text, image, return_dict=False)[0]
+        torch.nn.functional.mse_loss(out.float(), target.float()).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return {"train_step": summary(time_cuda(step, 1 + args.warmup, args.steps)), "peak_gib": peak_gib()}
+
+
+def bench_infer(args, device) -> dict:
+    config = get_preset(args.preset)
+    shape = Shape(args.frames, args.height, 2 * args.height)
+    model, _ = build_dual(args, device)
+    noisy, cond, ts, plucker, text, image = dual_inputs(config, shape, device, seed=args.seed)
+
+    @torch.no_grad()
+    def forward():
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            model(noisy, cond, ts, plucker, text, image)
+
+    def loop():
+        for _ in range(args.infer_steps):
+            forward()
+
+    results = {}
+    for compiled in (False, True):
+        free()
+        if compiled:
+            model.compile_blocks()
+            results["compile_first_forward_s"] = time_cuda(forward, 0, 1)[0]
+        name = "compiled" if compiled else "eager"
+        results[name] = {
+            "forward": summary(time_cuda(forward, 1, args.forward_iters)),
+            f"loop_{args.infer_steps}_s": time_cuda(loop, 0, 1)[0],
+            "peak_gib": peak_gib(),
+        }
+        log(f"infer {name}: {results[name]}")
+    return results
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="wan2.1-1.3b-i2v", help="model preset (random weights)")
+    p.add_argument("--frames", type=int, default=17, help="views (pixel frames), 4k+1")
+    p.add_argument("--height", type=int, default=720, help="panorama height; width is 2x")
+    p.add_argument("--lora_rank", type=int, default=32, help="LoRA rank on attention projections")
+    p.add_argument("--phases", default="train,infer", help="comma list: train, infer")
+    p.add_argument("--variants", default="eager-full,compiled-full,compiled-selective,compiled-selective-0.75",
+                   help="dual-stream training settings to time: (eager|compiled)-(full|selective)[-FRACTION]")  # fmt: skip
+    p.add_argument(
+        "--baseline_compiled",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time plain diffusers with compile_repeated_blocks",
+    )
+    p.add_argument("--steps", type=int, default=3, help="timed training steps per setting")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps after the first (compiling) one")
+    p.add_argument("--forward_iters", type=int, default=3, help="timed inference forwards")
+    p.add_argument("--infer_steps", type=int, default=50, help="denoising-loop length to time")
+    p.add_argument("--attention_backends", default="", help="(baseline) diffusers attention backends to time")
+    p.add_argument("--seed", type=int, default=0, help="weights and inputs seed")
+    p.add_argument("--out", default="bench_one_gpu.json", help="JSON output path")
+    args = p.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # cpu: a smoke run at tiny size
+    phases = set(args.phases.split(","))
+    results: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "torch": torch.__version__,
+                     "date": time.strftime("%Y-%m-%d"), "args": vars(args)}  # fmt: skip
+    log("baseline: plain diffusers single stream")
+    if "train" not in phases:
+        args.steps = 1  # bench_baseline times training too: one step is enough when only inference counts
+    base = bench_baseline(args, device)
+    results["baseline"] = base
+    log(f"baseline: {json.dumps(base)}")
+    dump(results, args.out)  # written after every phase: a run cut short keeps what it measured
+    free()
+    ratios = {}
+    if "train" in phases:
+        if args.baseline_compiled:
+            results["baseline_compiled"] = bench_baseline_compiled(args, device)
+            log(f"baseline compiled: {results['baseline_compiled']}")
+            dump(results, args.out)
+            free()
+        results["dual_train"] = bench_train_variants(
+            args, device, lambda partial: dump({**results, "dual_train": partial}, args.out)
+        )
+        for name, r in results["dual_train"].items():
+            if "train_step" in r:
+                ratios[f"train_{name}_vs_plain_step"] = (
+                    r["train_step"]["median_s"] / base["train_step"]["median_s"]
+                )
+        free()
+    if "infer" in phases:
+        results["dual_infer"] = bench_infer(args, device)
+        plain_loop = args.infer_steps * base["forward"]["median_s"]
+        for name in ("eager", "compiled"):
+            r = results["dual_infer"][name]
+            ratios[f"loop_{name}_vs_{args.infer_steps}_plain_forwards"] = (
+                r[f"loop_{args.infer_steps}_s"] / plain_loop
+            )
+    results["ratios"] = ratios
+    dump(results, args.out)
+    print(json.dumps(ratios, indent=2))
+
+
+if __name__ == "__main__":
+    main()
