@@ -155,3 +155,20 @@ def test_missing_trimesh_says_how_to_install(tmp_path, capsys, monkeypatch) -> N
     monkeypatch.setitem(sys.modules, "trimesh", None)
     assert cli("--mesh", str(tmp_path / "x.glb"), "--out", str(tmp_path / "data")) == 2
     assert "pip install 'panowan[render]'" in capsys.readouterr().err
+
+
+def test_find_meshes_pattern_and_exclude(tmp_path) -> None:
+    from panowan.data.render import find_meshes
+
+    for name in ("00001-abc/abc.glb", "00001-abc/abc.semantic.glb", "s0/s0_vh_clean_2.ply", "s0/s0_vh_clean.ply",
+                 "notes/readme.txt", "s0/.hidden.ply"):  # fmt: skip
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    names = lambda found: [p.relative_to(tmp_path).as_posix() for p in found]  # noqa: E731
+    assert names(find_meshes(tmp_path)) == ["00001-abc/abc.glb", "00001-abc/abc.semantic.glb", "s0/s0_vh_clean.ply",
+                                            "s0/s0_vh_clean_2.ply"]  # fmt: skip
+    assert names(find_meshes(tmp_path, exclude="*.semantic.glb")) == ["00001-abc/abc.glb", "s0/s0_vh_clean.ply",
+                                                                      "s0/s0_vh_clean_2.ply"]  # fmt: skip
+    assert names(find_meshes(tmp_path, pattern="*_vh_clean_2.ply")) == ["s0/s0_vh_clean_2.ply"]
+    with pytest.raises(ValueError, match="is not a directory"):
+        find_meshes(tmp_path / "nowhere")

@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pattern", default=None,
                         help="with --meshes: only files whose name matches this glob (e.g. '*_vh_clean_2.ply' "
                         "for ScanNet, 'mesh.ply' for Replica); default: every .glb/.gltf/.ply/.obj")  # fmt: skip
+    parser.add_argument("--exclude", default=None,
+                        help="with --meshes: skip files whose name matches this glob (e.g. '*.semantic.glb' for "
+                        "HM3D's semantic meshes)")  # fmt: skip
     parser.add_argument("--out", required=True, help="output data root; rooms go to OUT/{area}/{room}")
     parser.add_argument(
         "--area", default=None, help="area folder name (default: the folder holding each mesh)"
@@ -99,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         meshes, root = [Path(args.mesh)], None
     else:
         root = Path(args.meshes)
-        meshes = find_meshes(root, args.pattern)
+        meshes = find_meshes(root, args.pattern, args.exclude)
         if not meshes:
             raise ValueError(f"{root}: no mesh files found (pattern {args.pattern or 'glb/gltf/ply/obj'})")
     plan = plan_rooms(args.out, meshes, root, args.area)

@@ -70,15 +70,20 @@ def room_id_of(mesh: Path, meshes_root: Path | None = None, area: str | None = N
     return area or mesh.resolve().parent.name or "area", mesh_stem(mesh)
 
 
-def find_meshes(folder: str | os.PathLike, pattern: str | None = None) -> list[Path]:
-    """Mesh files under `folder` (recursive, sorted), of the supported types or matching `pattern`."""
+def find_meshes(
+    folder: str | os.PathLike, pattern: str | None = None, exclude: str | None = None
+) -> list[Path]:
+    """Mesh files under `folder` (recursive, sorted): those whose name matches `pattern` (default: the supported
+    types), less those matching `exclude`."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder}: --meshes is not a directory")
     found = [p for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")]
     if pattern:
-        return [p for p in found if fnmatch.fnmatch(p.name, pattern)]
-    return [p for p in found if p.suffix.lower() in MESH_SUFFIXES]
+        found = [p for p in found if fnmatch.fnmatch(p.name, pattern)]
+    else:
+        found = [p for p in found if p.suffix.lower() in MESH_SUFFIXES]
+    return [p for p in found if not (exclude and fnmatch.fnmatch(p.name, exclude))]
 
 
 def room_seed(seed: int, room_id: str) -> int:
