@@ -33,6 +33,7 @@ from panowan.models.pixel_decoder import PixelDecoder, apply_decoders
 from panowan.models.plucker_net import PLUCKER_CHANNELS, PluckerNet
 from panowan.models.presets import DualStreamConfig
 from panowan.models.regions import CHECKPOINT_POLICIES, Region, checkpointed_blocks
+from panowan.models.step_cache import StepCache
 from panowan.models.wan_stream import StreamState, embed, head
 from panowan.parallel.exchange import STREAMS, LocalExchange, StreamExchange
 
@@ -238,6 +239,18 @@ class DualStreamWan(nn.Module):
         assert region.module is self.interactions[stream][index], "a layer was replaced after its region"
         return region
 
+    def _interact(
+        self, point: InteractionPoint, tokens: dict[str, torch.Tensor], pose: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        """One interaction point on every local stream's `B,S,D` tokens."""
+        if point.kind == "pose":
+            # Pose cross-attention: B,S,D attends to B,S,pose_dim.
+            return {n: self._interaction(n, point.index)(tokens[n], pose) for n in self.local_streams}
+        # Cross-stream attention on pre-interaction states. The swap (maybe communication) runs outside
+        # any checkpointed region.
+        others = self.exchange.swap({n: tokens[n] for n in self.local_streams})  # each B,S,D
+        return {n: self._interaction(n, point.index)(tokens[n], others[n]) for n in self.local_streams}
+
     def _validate(
         self,
         noisy: Mapping[str, torch.Tensor],
@@ -301,14 +314,18 @@ class DualStreamWan(nn.Module):
         plucker: torch.Tensor,
         text: torch.Tensor,
         image: torch.Tensor | None = None,
+        step_cache: StepCache | None = None,
     ) -> dict[str, torch.Tensor]:
         """Velocity (noise - x0) `B,z,T,h,w` of every local stream.
 
         noisy[s]: `B,z,T,h,w`; condition[s]: `B,4+z,T,h,w` (mask, condition latents); timestep: `[B]`
-        (sigma * 1000); plucker: `B,6,F,H,W`; text: `B,L,text_dim`; image: `B,L_img,image_dim` or None.
+        (sigma * 1000); plucker: `B,6,F,H,W`; text: `B,L,text_dim`; image: `B,L_img,image_dim` or None;
+        step_cache: a sampling run's `StepCache` (inference only), or None to run every block.
         """
         # 0. Validation (shapes named in every error).
         self._validate(noisy, condition, timestep, plucker, text, image)
+        if step_cache is not None and torch.is_grad_enabled():
+            raise ValueError("step caching is for sampling: call the model under torch.no_grad()")
         dtype = next(iter(self.streams.values())).dtype
 
         # 1. Pose features, once for all local streams: B,S,pose_dim (none without pose exchange).
@@ -322,26 +339,26 @@ class DualStreamWan(nn.Module):
             states[n] = embed(self.streams[n], hidden, timestep, text.to(dtype), img)
         tokens = {n: states[n].tokens for n in self.local_streams}  # each B,S,D
 
-        # 3. Wan blocks, with an interaction layer after every interval-th block.
+        # 3. Wan blocks, with an interaction layer after every interval-th block. With a step cache, the
+        # first region (block 0 and its interaction, if any) decides whether the rest runs (models.step_cache).
         points = {p.block: p for p in self.schedule}
+        grid = states[self.local_streams[0]].grid
+        after_first: dict[str, torch.Tensor] = {}
         for i in range(self.config.num_layers):
             for n in self.local_streams:
                 st = states[n]
                 tokens[n] = self._block(n, i)(tokens[n], st.context, st.timestep_proj, st.rotary_emb)
-            point = points.get(i)
-            if point is None:
-                continue
-            if point.kind == "pose":
-                # 3a. Pose cross-attention: B,S,D attends to B,S,pose_dim.
-                for n in self.local_streams:
-                    tokens[n] = self._interaction(n, point.index)(tokens[n], pose)
-            else:
-                # 3b. Cross-stream attention on pre-interaction states. The swap (maybe communication)
-                # runs outside any checkpointed region.
-                others = self.exchange.swap({n: tokens[n] for n in self.local_streams})  # each B,S,D
-                tokens = {
-                    n: self._interaction(n, point.index)(tokens[n], others[n]) for n in self.local_streams
-                }
+            if i in points:
+                tokens = self._interact(points[i], tokens, pose)
+            if i == 0 and step_cache is not None:
+                first = {n: tokens[n] - states[n].tokens for n in self.local_streams}
+                if step_cache.should_skip(first, grid, self.exchange):
+                    tokens = {n: step_cache.cached_rest(tokens[n], n, grid) for n in self.local_streams}
+                    break
+                after_first = dict(tokens)
+        else:
+            if step_cache is not None:
+                step_cache.store_rest({n: tokens[n] - after_first[n] for n in self.local_streams}, grid)
 
         # 4. Heads: tokens B,S,D -> velocity B,z,T,h,w.
         return {n: head(self.streams[n], tokens[n], states[n]) for n in self.local_streams}
