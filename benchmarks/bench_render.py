@@ -90,11 +90,12 @@ def rays_per_second(mesh_path: Path, runs: int) -> dict:
     dirs = world_directions(pose, 512, 1024)
     origin = pose.position.numpy()[None]
     caster.cast(origin, dirs)  # warm-up (BVH build happens lazily on the first call in some versions)
-    cast_s, view_s = [], []
+    cast_s, cast_cpu, view_s = [], [], []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         hits = caster.cast(origin, dirs)
         cast_s.append(time.perf_counter() - t0)
+        cast_cpu.append(time.process_time() - c0)
         t0 = time.perf_counter()
         render_view(caster, pose, 512, 1024)
         view_s.append(time.perf_counter() - t0)
@@ -107,24 +108,29 @@ def rays_per_second(mesh_path: Path, runs: int) -> dict:
         "caster_build_s": round(t_build, 3),
         "cast_s": [round(t, 4) for t in cast_s],
         "rays_per_s_first_hit": round(n / statistics.median(cast_s)),
+        "cast_cpu_over_wall": round(sum(cast_cpu) / sum(cast_s), 2),  # ~1: Embree traces on one core here
         "render_view_s": [round(t, 4) for t in view_s],
         "rays_per_s_with_colour": round(n / statistics.median(view_s)),
         "caster": caster.name,
     }
 
 
-def room_time(mesh_path: Path, out: Path, supersample: int) -> dict:
+def room_time(meshes: list[Path], out: Path, supersample: int, workers: int = 1) -> dict:
+    """Wall seconds of `render_rooms` for these meshes (9 views at 512x1024 each), from loading to the files."""
     from panowan.data.render import RenderSettings, plan_rooms, render_rooms
 
     settings = RenderSettings(views=9, height=512, width=1024, seed=0, supersample=supersample)
     t0 = time.perf_counter()
-    summary = render_rooms(out, plan_rooms(out, [mesh_path]), settings, progress=False, overwrite=True)
+    summary = render_rooms(
+        out, plan_rooms(out, meshes), settings, progress=False, overwrite=True, workers=workers
+    )
     seconds = time.perf_counter() - t0
     assert not summary.failed, summary.failed
     record = next(iter(summary.records.values()))
-    return {"supersample": supersample, "seconds": round(seconds, 2), "views": 9, "height": 512, "width": 1024,
-            "rays_cast_in_views": 9 * 512 * 1024 * (1 + (supersample**2 if supersample > 1 else 0)),
-            "rejected_candidates": record["rejected_candidates"]}  # fmt: skip
+    return {"rooms": len(meshes), "workers": workers, "supersample": supersample, "seconds": round(seconds, 2),
+            "views_per_room": 9, "height": 512, "width": 1024,
+            "rays_per_room": 9 * 512 * 1024 * (1 + (supersample**2 if supersample > 1 else 0)),
+            "rejected_candidates_room_0": record["rejected_candidates"]}  # fmt: skip
 
 
 def main() -> int:
@@ -149,13 +155,17 @@ def main() -> int:
             "python": sys.version.split()[0],
             "mesh_faces": faces,
             "rays": rays_per_second(mesh_path, args.runs),
-            "rooms": [room_time(mesh_path, Path(tmp) / "data", k) for k in (1, 2)],
+            "rooms": [room_time([mesh_path], Path(tmp) / "data", k) for k in (1, 2)],
         }
+        twin = mesh_path.parent / "bench_room_b.ply"
+        twin.write_bytes(mesh_path.read_bytes())
+        result["rooms"].append(room_time([mesh_path, twin], Path(tmp) / "data2", 1, workers=2))
     result["load_average_before_after"] = [round(x, 2) for x in (*load_before[:1], os.getloadavg()[0])]
     atomic_write_json(args.json, result)
     print(f"{faces} faces: {result['rays']['rays_per_s_first_hit'] / 1e6:.2f} M rays/s first hit, "
           f"{result['rays']['rays_per_s_with_colour'] / 1e6:.2f} M rays/s with colour; 9 views at 512x1024: "
-          + ", ".join(f"{r['seconds']} s (supersample {r['supersample']})" for r in result["rooms"]))  # fmt: skip
+          + ", ".join(f"{r['rooms']} room(s) in {r['seconds']} s (supersample {r['supersample']}, {r['workers']} "
+                      f"worker(s))" for r in result["rooms"]))  # fmt: skip
     print(f"wrote {args.json}")
     return 0
 
