@@ -172,3 +172,24 @@ def test_find_meshes_pattern_and_exclude(tmp_path) -> None:
     assert names(find_meshes(tmp_path, pattern="*_vh_clean_2.ply")) == ["s0/s0_vh_clean_2.ply"]
     with pytest.raises(ValueError, match="is not a directory"):
         find_meshes(tmp_path / "nowhere")
+
+
+def test_gltf_with_external_buffers_reads_its_texture_and_refuses_a_broken_one(tmp_path, capsys) -> None:
+    import trimesh
+
+    from panowan.data.render.mesh_io import TEXTURE
+
+    scene = trimesh.load(write_glb(tmp_path / "room.glb", make_quads("y")), force="scene")
+    folder = tmp_path / "gltf"
+    folder.mkdir()
+    for name, data in scene.export(file_type="gltf").items():
+        (folder / name).write_bytes(data)
+    gltf = folder / "model.gltf"
+    mesh = load_mesh(gltf)
+    assert (mesh.face_mode_F == TEXTURE).all() and mesh.textures and mesh.textures[0].dtype == np.uint8
+    doc = json.loads(gltf.read_text())
+    image_buffer = (
+        folder / doc["buffers"][doc["bufferViews"][doc["images"][0]["bufferView"]]["buffer"]]["uri"]
+    )
+    image_buffer.write_bytes(b"\0" * image_buffer.stat().st_size)
+    refused(capsys, gltf, tmp_path / "data", "texture image 0", "cannot be read")

@@ -38,7 +38,7 @@ def render(mesh: Path, out: Path, **kw) -> Path:
 
 
 def render_summary(mesh: Path, out: Path, **kw):
-    settings = RenderSettings(**{"views": VIEWS, "height": H, "width": W, "seed": 3, **kw})
+    settings = RenderSettings(**{"views": VIEWS, "height": H, "width": W, "seed": 3, "supersample": 1, **kw})
     plan = plan_rooms(out, [mesh])
     return render_rooms(out, plan, settings, progress=False), plan[0][1]
 

@@ -99,13 +99,13 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     settings.validate()
     if args.mesh:
-        meshes, root = [Path(args.mesh)], None
+        meshes = [Path(args.mesh)]
     else:
         root = Path(args.meshes)
         meshes = find_meshes(root, args.pattern, args.exclude)
         if not meshes:
             raise ValueError(f"{root}: no mesh files found (pattern {args.pattern or 'glb/gltf/ply/obj'})")
-    plan = plan_rooms(args.out, meshes, root, args.area)
+    plan = plan_rooms(args.out, meshes, args.area)
     summary = render_rooms(args.out, plan, settings, workers=args.workers, overwrite=args.overwrite)
     if args.mesh and summary.failed:
         raise ValueError(summary.failed[0][1])  # one mesh: its error is the command's error

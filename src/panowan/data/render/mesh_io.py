@@ -118,6 +118,20 @@ def _gltf_json(path: Path) -> tuple[dict, bytes]:
     return doc, binary
 
 
+def _gltf_buffer(doc: dict, index: int, path: Path, binary: bytes) -> bytes:
+    """Bytes of glTF buffer `index`: the glb's binary chunk, a data URI or a file beside the glTF."""
+    buffer = doc.get("buffers", [])[index]
+    uri = buffer.get("uri")
+    if uri is None:
+        return binary
+    if uri.startswith("data:"):
+        return base64.b64decode(uri.split(",", 1)[1])
+    file = path.parent / uri
+    if not file.is_file():
+        raise ValueError(f"{path}: buffer {file} is missing")
+    return file.read_bytes()
+
+
 def _check_gltf_textures(path: Path) -> None:
     """Decode every image a glb / gltf holds: trimesh drops an unreadable one silently (untextured)."""
     try:
@@ -130,7 +144,8 @@ def _check_gltf_textures(path: Path) -> None:
         if "bufferView" in image:
             view = views[image["bufferView"]]
             start = view.get("byteOffset", 0)
-            _check_image(binary[start : start + view["byteLength"]], path, what)
+            data = _gltf_buffer(doc, view.get("buffer", 0), path, binary)
+            _check_image(data[start : start + view["byteLength"]], path, what)
         elif str(image.get("uri", "")).startswith("data:"):
             _check_image(base64.b64decode(image["uri"].split(",", 1)[1]), path, what)
         elif "uri" in image:
@@ -160,7 +175,8 @@ def _check_obj_textures(path: Path) -> None:
 
 # --------------------------------------------------------------------------------------- colour parts
 def _texture_of(material) -> tuple[np.ndarray | None, np.ndarray]:
-    """(texture_HW3 float32 in [0,1] or None, factor_3): glTF PBR base colour or an obj's map_Kd."""
+    """(texture_HW3 uint8 or None, factor_3 in [0, 1]): glTF PBR base colour or an obj's map_Kd. Textures stay
+    uint8 (a scan holds hundreds of megapixels of them); `raycast.sample_texture` converts what it reads."""
     image = getattr(material, "baseColorTexture", None)
     factor = getattr(material, "baseColorFactor", None)
     if image is None:
@@ -171,7 +187,7 @@ def _texture_of(material) -> tuple[np.ndarray | None, np.ndarray]:
     rgb = np.ones(3) if factor is None else np.asarray(factor, dtype=np.float64)[:3] / 255.0
     if image is None:
         return None, rgb
-    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0, rgb
+    return np.asarray(image.convert("RGB"), dtype=np.uint8), rgb
 
 
 def _part_colours(geom, nv: int, nf: int, textures: list[np.ndarray]):

@@ -146,11 +146,12 @@ class Caster:
         faces = m.faces_F3[tri]
         if (sel := mode == VERTEX).any():
             out[idx[sel]] = np.einsum("nk,nkc->nc", weights[sel], m.vertex_rgb_V3[faces[sel]])
-        for k, texture in enumerate(m.textures):
-            sel = (mode == TEXTURE) & (m.face_texture_F[tri] == k)
-            if sel.any():
-                tex_uv = np.einsum("nk,nkc->nc", weights[sel], m.vertex_uv_V2[faces[sel]])
-                out[idx[sel]] = sample_texture(texture, tex_uv) * m.face_rgb_F3[tri[sel]]
+        textured = np.nonzero(mode == TEXTURE)[0]
+        texture_id = m.face_texture_F[tri[textured]]
+        for k in np.unique(texture_id):  # only the textures this view sees (a scan has hundreds)
+            sel = textured[texture_id == k]
+            tex_uv = np.einsum("nk,nkc->nc", weights[sel], m.vertex_uv_V2[faces[sel]])
+            out[idx[sel]] = sample_texture(m.textures[k], tex_uv) * m.face_rgb_F3[tri[sel]]
         return out
 
     def backfacing(self, hits: Hits, dirs_N3: np.ndarray) -> np.ndarray:
@@ -163,7 +164,8 @@ class Caster:
 
 
 def sample_texture(texture_HW3: np.ndarray, uv_N2: np.ndarray) -> np.ndarray:
-    """Bilinear texture lookup, trimesh's UV convention (u right, v up from the bottom row), wrapping."""
+    """Bilinear lookup of a uint8 texture -> RGB_N3 float32 in [0, 1]; trimesh's UV convention (u right, v up
+    from the bottom row, as OBJ; trimesh flips glTF's on loading), wrapping (glTF's default sampler)."""
     h, w = texture_HW3.shape[:2]
     x = uv_N2[:, 0] * w - 0.5
     y = (1.0 - uv_N2[:, 1]) * h - 0.5
@@ -172,9 +174,10 @@ def sample_texture(texture_HW3: np.ndarray, uv_N2: np.ndarray) -> np.ndarray:
     x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
     x1, y1 = (x0 + 1) % w, (y0 + 1) % h
     x0, y0 = x0 % w, y0 % h
-    top = texture_HW3[y0, x0] * (1 - fx) + texture_HW3[y0, x1] * fx
-    bottom = texture_HW3[y1, x0] * (1 - fx) + texture_HW3[y1, x1] * fx
-    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+    tex = texture_HW3
+    top = tex[y0, x0] * (1 - fx) + tex[y0, x1] * fx
+    bottom = tex[y1, x0] * (1 - fx) + tex[y1, x1] * fx
+    return ((top * (1 - fy) + bottom * fy) / 255.0).astype(np.float32)
 
 
 @dataclass

@@ -41,7 +41,7 @@ class RenderSettings:
     seed: int = 0
     up_axis: str | None = None
     """None: the file type's default (`mesh_io.default_up_axis`)."""
-    supersample: int = 1
+    supersample: int = 2
     description: str | None = None
     viewpoints: ViewpointSettings = field(default_factory=ViewpointSettings)
     backend: str = "auto"
@@ -64,9 +64,8 @@ def mesh_stem(path: Path) -> str:
     return path.name.split(".")[0] or path.stem
 
 
-def room_id_of(mesh: Path, meshes_root: Path | None = None, area: str | None = None) -> tuple[str, str]:
-    """(area, room) of a mesh: room = the file's stem; area = `area`, else the folder holding the mesh (for a
-    mesh directly in `meshes_root`, that folder's name)."""
+def room_id_of(mesh: Path, area: str | None = None) -> tuple[str, str]:
+    """(area, room) of a mesh: room = the file's stem; area = `area`, else the name of the folder holding it."""
     return area or mesh.resolve().parent.name or "area", mesh_stem(mesh)
 
 
@@ -186,12 +185,13 @@ def _render_job(job: tuple[str, str, dict]) -> tuple[str, str, dict | str]:
     return room, "rendered", record
 
 
-def plan_rooms(out: str | os.PathLike, meshes: list[Path], meshes_root: Path | None = None,
-               area: str | None = None) -> list[tuple[Path, Path]]:  # fmt: skip
+def plan_rooms(
+    out: str | os.PathLike, meshes: list[Path], area: str | None = None
+) -> list[tuple[Path, Path]]:
     """(mesh, room folder) of every mesh; two meshes that would share a room are refused."""
     plan, seen = [], {}
     for mesh in meshes:
-        a, r = room_id_of(mesh, meshes_root, area)
+        a, r = room_id_of(mesh, area)
         room = Path(out) / a / r
         if room in seen:
             raise ValueError(
