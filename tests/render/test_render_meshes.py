@@ -182,3 +182,19 @@ def test_pure_python_fallback_agrees_with_embree(tmp_path, monkeypatch) -> None:
         monkeypatch.setitem(sys.modules, "rtree", None)
         with pytest.raises(ValueError, match=r"pip install 'panowan\[render\]'"):
             Caster(mesh)
+
+
+def test_targets_stay_in_sight_of_view_0(tmp_path) -> None:
+    """Two closed rooms 0.2 m apart: every target lies in view 0's room (the other is within reach, not in sight)."""
+    from render_scenes import Quad
+
+    near = make_quads("z", furniture=False, room_size=(3.0, 2.6, 3.0))
+    shift = np.array([3.2, 0.0, 0.0])
+    quads = near + [Quad(q.p0 + shift, q.e1, q.e2, q.colour, q.part) for q in near]
+    room = render(write_ply(tmp_path / "flat.ply", quads), tmp_path / "data", views=9, seed=1)
+    sides = [load_pose(room / "input" / f"pose_{v:04d}.json").position[0].item() > 13.1 for v in range(9)]
+    assert len(set(sides)) == 1, sides
+    record = json.loads((tmp_path / "data" / "render_stats.json").read_text())["rooms"][
+        f"{tmp_path.name}/flat"
+    ]
+    assert record["rejected_candidates"]["not in sight of view 0"] > 0

@@ -99,6 +99,18 @@ class Floor:
         keep = per_bin[inverse] >= FLOOR_SHARE * per_bin.max()
         return Floor(upward[keep], area[keep] / area[keep].sum())
 
+    def around(self, caster: Caster, centre: np.ndarray, radius: float) -> Floor:
+        """The faces that may hold a point within `radius` of `centre` (centroid distance minus the face's
+        extent): sampling them instead of the whole building keeps targets near view 0 cheap to find, and
+        uniform over the same region (points outside are still refused by distance)."""
+        tri = caster.mesh.vertices_V3[caster.mesh.faces_F3[self.faces]]
+        centroid = tri.mean(axis=1)
+        extent = np.linalg.norm(tri - centroid[:, None], axis=2).max(axis=1)
+        near = np.linalg.norm(centroid - centre, axis=1) - extent <= radius
+        if not near.any():
+            return self
+        return Floor(self.faces[near], self.weights[near] / self.weights[near].sum())
+
     def sample(self, caster: Caster, rng: np.random.Generator, n: int) -> np.ndarray:
         """`n` points uniformly (by area) on the floor: `N3`."""
         faces = caster.mesh.faces_F3[rng.choice(self.faces, size=n, p=self.weights)]
@@ -158,9 +170,12 @@ class ViewpointSampler:
     def draw(self, view0: np.ndarray | None, budget: int) -> tuple[np.ndarray | None, int]:
         """(an accepted camera position or None, candidates tried), at most `budget` candidates."""
         lift = self.settings.camera_height * self.up
+        floor = self.floor
+        if view0 is not None:  # floor points whose camera can be max_distance from view 0's camera
+            floor = self.floor.around(self.caster, view0 - lift, self.settings.max_distance)
         tried = 0
         while tried < budget:
-            for point in self.floor.sample(self.caster, self.rng, min(256, budget - tried)):
+            for point in floor.sample(self.caster, self.rng, min(256, budget - tried)):
                 tried += 1
                 reason = self.check(point + lift, view0)
                 if reason is None:
