@@ -57,12 +57,13 @@ def _box_quads(lo: np.ndarray, hi: np.ndarray, inward: bool, part: int, rng) -> 
     return quads
 
 
-def make_quads(up: str = "y", furniture: bool = True, room_size=ROOM_SIZE) -> list[Quad]:
+def make_quads(up: str = "y", furniture: bool | list = True, room_size=ROOM_SIZE) -> list[Quad]:
+    """The room (and `FURNITURE`, or the given (lo, hi) boxes, or none), turned so that `up` is up."""
     rng = np.random.default_rng(5)
     room_size = np.asarray(room_size, float)
     quads = _box_quads(ROOM_LO, ROOM_LO + room_size, True, 0, rng)
     if furniture:
-        for lo, hi in FURNITURE:
+        for lo, hi in FURNITURE if furniture is True else furniture:
             quads += _box_quads(ROOM_LO + lo, ROOM_LO + hi, False, 1, rng)
     m = up_rotation(up)
     return [Quad(m @ q.p0, m @ q.e1, m @ q.e2, q.colour, q.part) for q in quads]

@@ -198,3 +198,39 @@ def test_targets_stay_in_sight_of_view_0(tmp_path) -> None:
         f"{tmp_path.name}/flat"
     ]
     assert record["rejected_candidates"]["not in sight of view 0"] > 0
+
+
+def test_no_camera_inside_furniture_or_outside_the_building(tmp_path) -> None:
+    """A 2.4 m cabinet, and scanned ground around the building: a camera inside the cabinet or outside the walls is
+    clear of every surface, with the floor right below, and is refused all the same."""
+    from render_scenes import Quad
+
+    from panowan.data.render.mesh_io import load_mesh
+    from panowan.data.render.raycast import Caster
+    from panowan.data.render.viewpoints import ViewpointSampler
+
+    lo, hi = np.array([0.5, 0.0, 0.5]), np.array([2.9, 2.2, 2.9])
+    origin = np.array([10.0, -0.5, 3.0])
+    ground = Quad(origin + np.array([-20.0, -0.001, 25.0]), np.array([46.0, 0, 0]), np.array([0, 0, -45.0]),
+                  np.array([90, 90, 90], np.uint8), 0)  # fmt: skip
+    quads = [*make_quads("y", furniture=[(lo, hi)]), ground]
+    mesh = write_glb(tmp_path / "store.glb", quads)
+    sampler = ViewpointSampler(Caster(load_mesh(mesh)), np.array([0.0, 1.0, 0.0]), ViewpointSettings(),
+                               np.random.default_rng(0))  # fmt: skip
+    at = {name: origin + np.array(offset) for name, offset in
+          (("inside", [1.7, 1.499, 1.7]), ("room", [4.5, 1.499, 3.5]), ("yard", [3.0, 1.499, 7.0]),
+           ("field", [4.5, 1.499, 14.0]))}  # fmt: skip
+    assert min(box_distance(p, quads) for p in at.values()) > 0.5
+    assert sampler.check(at["room"], None) is None
+    assert (
+        sampler.check(at["inside"], None) == "sees the back of faces (inside an object or outside the scan)"
+    )
+    for name in ("yard", "field"):
+        assert (
+            sampler.check(at[name], None) == "no walls around just above the horizon (outside the scan?)"
+        ), name
+    room = render(mesh, tmp_path / "data", views=9)
+    for v in range(9):
+        c = load_pose(room / "input" / f"pose_{v:04d}.json").position.numpy() - origin
+        assert not np.all((c > lo) & (c < hi)), (v, c)
+        assert np.all((c > 0) & (c < [6.0, 2.6, 5.0])), (v, c)

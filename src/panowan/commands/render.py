@@ -13,7 +13,8 @@ mesh's units (metres for HM3D, ScanNet, Replica).
 
 Viewpoints lie in free space: at --camera_height above the floor (the floor directly below), at least
 --clearance from every surface, inside the scanned area (at most --max_escape of the rays escape or reach
-beyond --max_range; few rays see the back of faces, as from inside furniture or outside the building),
+beyond --max_range; few rays see the back of faces, as from inside furniture or outside the building;
+walls all around just above the horizon),
 views 1.. --min_distance..--max_distance from view 0 and in its line of sight. Rays that hit nothing give
 depth 0, are counted per view in DATA_ROOT/render_stats.json, and a view with more than --max_escape of
 them is resampled. Colour: vertex colours, or textures through UVs (no shading: scans bake their light);

@@ -12,6 +12,8 @@ A candidate is accepted when (cheap probe of `PROBE_H x 2 PROBE_H` ERP rays plus
 - at most `max_escape` of the probe rays escape or hit beyond `max_range` (inside the scanned area: a scan
   with no ceiling, as ScanNet's, loses at most about the upper half, which the default 0.6 accepts);
 - at most `MAX_BACKFACING` of the hits see the back of a face (inside furniture, outside the building);
+- at least `MIN_WALLS` of the probe rays 0-20 degrees above the horizon meet the front of a surface within
+  `max_range` (walls around the camera: outside a building, even on scanned ground, there are none);
 - for views 1.. : the camera is `min_distance`..`max_distance` from view 0 and in line of sight of it.
 After the full render a view is checked again (escaped fraction, nearest range) and resampled if it fails.
 Everything is drawn from the one seeded generator passed in, so a seed gives the same views.
@@ -31,6 +33,11 @@ from panowan.geometry.pose import Pose
 PROBE_H = 16
 FLOOR_SHARE = 0.25
 MAX_BACKFACING = 0.2
+HORIZON_DEG = 20.0
+MIN_WALLS = 0.5
+"""At least this share of the probe rays 0-20 degrees above the horizon must meet the front of a surface within
+max_range: inside a room, with or without a ceiling, they meet its walls; outside a building, even on scanned
+ground, they meet the backs of its walls or nothing."""
 RESTARTS = 4
 """How many times a new view 0 is drawn when no target fits around the current one."""
 
@@ -143,6 +150,8 @@ class ViewpointSampler:
         self.probe_dirs = np.concatenate(
             [world_directions(probe_pose, PROBE_H, 2 * PROBE_H), [-self.up, self.up]]
         )
+        elevation = np.degrees(np.arcsin(np.clip(self.probe_dirs[:-2] @ self.up, -1, 1)))
+        self.horizon = (elevation > 0) & (elevation <= HORIZON_DEG)
 
     def check(self, position: np.ndarray, view0: np.ndarray | None) -> str | None:
         """The reason `position` is refused, or None when it is a valid viewpoint."""
@@ -163,8 +172,12 @@ class ViewpointSampler:
         escaped = ~hits.hit[:-2] | (hits.t[:-2] > s.max_range)
         if escaped.mean() > s.max_escape:
             return "too many rays escape (outside the scan?)"
-        if self.caster.backfacing(hits, self.probe_dirs)[hits.hit].mean() > MAX_BACKFACING:
+        back = self.caster.backfacing(hits, self.probe_dirs)
+        if back[hits.hit].mean() > MAX_BACKFACING:
             return "sees the back of faces (inside an object or outside the scan)"
+        walls = (hits.hit & ~back & (hits.t <= s.max_range))[:-2][self.horizon]
+        if walls.mean() < MIN_WALLS:
+            return "no walls around just above the horizon (outside the scan?)"
         return None
 
     def draw(self, view0: np.ndarray | None, budget: int) -> tuple[np.ndarray | None, int]:
