@@ -15,14 +15,23 @@ seeded by (seed, micro-step, global slot[, stream]) (`flow.py`), predict the vel
 stream's losses (`losses.py`), backward. Per optimiser step: `sync_gradients`, one global gradient norm,
 a joint finiteness decision (`all_ranks_finite`: skip or abort together), clipping, AdamW, LR schedule,
 metrics (rank 0), checkpoints, validation.
+
+Stopping (`train()` installs `panowan.utils.signals.StopRequest`): SIGTERM or SIGINT lets the current
+optimiser step finish; after it the ranks agree (an all-reduce MAX of the signal number, one scalar per
+step, only when distributed, so a signal seen by any rank stops every rank at the same step), write
+checkpoint-STEP whatever the interval, skip validation and return `TrainResult.stopped_by`; `panowan train`
+then exits 0 and the same command resumes. A second signal kills the process at once (the OS default).
+A collective that fails (a dead or stuck peer: gloo reports a closed connection at once, NCCL and a stuck
+peer take `--nccl_timeout_s`) is re-raised as `PeerFailure` naming the rank, the step and the timeout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +52,7 @@ from panowan.train.loader import RoomLoader
 from panowan.train.objective import LOSS_TERMS, stream_losses, stream_targets, total_loss
 from panowan.train.run_log import Metrics, _peak_memory_mb, record_config
 from panowan.train.validation import validate, validation_room
+from panowan.utils.signals import StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -71,22 +81,39 @@ def global_grad_norm(groups, stream_params: list, shared_params: list) -> torch.
     return total.sqrt()
 
 
+def _is_collective_error(error: RuntimeError) -> bool:
+    """A failed collective: torch's `DistError` family (NCCL, the store), or gloo's plain RuntimeError, whose
+    message names its source file under gloo/ ("Connection reset by peer", "Timed out waiting ...")."""
+    return isinstance(error, dist.DistError) or "gloo/" in str(error)
+
+
 # ------------------------------------------------------------------------------------------- train
 @dataclasses.dataclass
 class TrainResult:
+    """How a run ended: its last step, fault counters, and `stopped_by` ("SIGTERM", "SIGINT", None for a run
+    that reached --max_train_steps; a rank that did not see the signal itself gets its peer's)."""
+
     step: int
     skipped_steps: int
     skipped_rooms: int
     output_dir: Path
+    stopped_by: str | None = None
+
+
+class PeerFailure(RuntimeError):
+    """A collective with the other ranks failed: a rank died, hung, or was stopped."""
 
 
 class Trainer:
     """One process's part of a training run (see the module docstring)."""
 
-    def __init__(self, config: TrainConfig, loss_hook: LossHook | None = None) -> None:
+    def __init__(
+        self, config: TrainConfig, loss_hook: LossHook | None = None, stop: StopRequest | None = None
+    ) -> None:
         from panowan.parallel.groups import StreamGroups, init_distributed
 
         self.config, self.loss_hook = config, loss_hook
+        self.stop = stop if stop is not None else StopRequest()  # not entered: a flag nobody sets
         self.owns_process_group = not dist.is_initialized()
         self.device = init_distributed(timeout_s=config.nccl_timeout_s)
         self.groups = StreamGroups.from_world()
@@ -341,21 +368,71 @@ class Trainer:
             desc="train",
         )
         try:
-            while self.step < c.max_train_steps:
-                record = self.optimizer_step()
-                if self.metrics is not None:
-                    self.metrics.write(record)
-                bar.update(1)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_second']:.2f}")
-                if self.step % c.checkpointing_steps == 0 or self.step == c.max_train_steps:
-                    self.save()
-                if c.validation_steps and self.step % c.validation_steps == 0:
-                    self.validate()
+            with self._peer_failures():
+                stopped = self._train_steps(bar)
         finally:
             bar.close()
             if self.metrics is not None:
                 self.metrics.close()
-        return TrainResult(self.step, self.skipped_steps, self.loader.skipped_rooms, self.output_dir)
+        return TrainResult(self.step, self.skipped_steps, self.loader.skipped_rooms, self.output_dir, stopped)
+
+    def _train_steps(self, bar) -> str | None:
+        """Optimiser steps up to --max_train_steps or an agreed stop; returns the stopping signal's name."""
+        c = self.config
+        stopped = self._agreed_stop()  # a signal during setup: nothing trained, nothing to save
+        if stopped is not None and self.rank == 0:
+            log.warning("received %s before the first step: nothing to save, exiting; rerun the same command "
+                        "to resume", stopped)  # fmt: skip
+        while stopped is None and self.step < c.max_train_steps:
+            record = self.optimizer_step()
+            if self.metrics is not None:
+                self.metrics.write(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_second']:.2f}")
+            stopped = self._agreed_stop()
+            due = self.step % c.checkpointing_steps == 0 or self.step == c.max_train_steps
+            if stopped is not None or due:
+                saved = self.save()
+            if stopped is not None:  # no validation: a preempted job has seconds, not minutes
+                if self.rank == 0:
+                    log.warning("received %s: saved %s, exiting; rerun the same command to resume",
+                                stopped, saved.name)  # fmt: skip
+                break
+            if c.validation_steps and self.step % c.validation_steps == 0:
+                self.validate()
+        return stopped
+
+    def _agreed_stop(self) -> str | None:
+        """The signal that stops the run after this step, the same on every rank (module docstring)."""
+        import signal
+
+        signum = self.stop.signum or 0
+        if self.groups.distributed:
+            # On this rank's device: NCCL reduces CUDA tensors only, gloo CPU ones (self.device is CPU then).
+            flag = torch.tensor([signum], dtype=torch.int64, device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            signum = int(flag.item())
+        return signal.Signals(signum).name if signum else None
+
+    @contextlib.contextmanager
+    def _peer_failures(self) -> Iterator[None]:
+        """Re-raise a failed collective as `PeerFailure` with what a user needs (a world of one has none)."""
+        try:
+            yield
+        except RuntimeError as e:
+            if not (self.groups.distributed and _is_collective_error(e)):
+                raise
+            raise PeerFailure(
+                f"rank {self.rank} of {self.groups.world_size}: a collective with the other ranks failed at "
+                f"step {self.step + 1} (a rank died, hung or was stopped; a silent peer is waited for at most "
+                f"--nccl_timeout_s {self.config.nccl_timeout_s:g} s). Checkpoints up to "
+                f"{self._newest_checkpoint()} are complete: rerun the same command (or use torchrun "
+                f"--max-restarts) to resume. Cause: {type(e).__name__}: {e}"
+            ) from e
+
+    def _newest_checkpoint(self) -> str:
+        done = ckpt.complete_checkpoints(self.output_dir)
+        return done[-1][1].name if done else "none (none written yet)"
 
     def save(self) -> Path:
         state = {"skipped_steps": self.skipped_steps, "loader": self.loader.state()}
@@ -384,14 +461,28 @@ class Trainer:
             dist.destroy_process_group()
 
 
-def train(config: TrainConfig, *, loss_hook: LossHook | None = None) -> TrainResult:
-    """Run (or resume) a training run in this process; under torchrun every rank calls this."""
-    trainer = Trainer(config, loss_hook)
-    try:
-        trainer.setup()
-        return trainer.run()
-    finally:
-        trainer.close()
+def train(
+    config: TrainConfig, *, loss_hook: LossHook | None = None, stop: StopRequest | None = None
+) -> TrainResult:
+    """Run (or resume) a training run in this process; under torchrun every rank calls this.
+
+    Without `stop`, SIGTERM / SIGINT handlers are installed for the run (module docstring) and the previous
+    ones restored after it; with `stop`, the caller's `StopRequest` is polled as it is (entered or not)."""
+    with contextlib.nullcontext(stop) if stop is not None else StopRequest() as request:
+        trainer = Trainer(config, loss_hook, request)
+        try:
+            trainer.setup()
+            return trainer.run()
+        finally:
+            trainer.close()
 
 
-__all__ = ["EmbeddingCache", "RoomLoader", "TrainResult", "Trainer", "global_grad_norm", "train"]
+__all__ = [
+    "EmbeddingCache",
+    "PeerFailure",
+    "RoomLoader",
+    "TrainResult",
+    "Trainer",
+    "global_grad_norm",
+    "train",
+]
