@@ -18,6 +18,11 @@ import torch.distributed as dist
 
 from panowan.parallel.exchange import STREAMS, LocalExchange, PointToPointExchange, StreamExchange
 
+# The timeout `init_distributed` gave the world, for the subgroups of `StreamGroups.from_world`: torch gives
+# a new group its backend's default (30 min on gloo, 10 on NCCL), not the world's, so without this a stuck
+# peer would hang the pair's exchange far past --nccl_timeout_s.
+_timeout: datetime.timedelta | None = None
+
 
 def init_distributed(backend: str | None = None, timeout_s: float = 600.0) -> torch.device:
     """Initialise torch.distributed from torchrun's environment and return this process's device.
@@ -25,7 +30,8 @@ def init_distributed(backend: str | None = None, timeout_s: float = 600.0) -> to
     Reads WORLD_SIZE, RANK, LOCAL_RANK (and MASTER_ADDR / MASTER_PORT through the env:// method). Without
     WORLD_SIZE (plain `python`), nothing is initialised and the process is a world of one. The backend
     defaults to nccl when CUDA is available, else gloo; with CUDA the device is cuda:LOCAL_RANK and is
-    made current (NCCL point-to-point needs it). `timeout_s` bounds every collective, and NCCL's async
+    made current (NCCL point-to-point needs it). `timeout_s` bounds every collective (of the subgroups of
+    `StreamGroups.from_world` too), and NCCL's async
     error handling turns a dead or stuck peer into an error that ends the job instead of a hang.
     """
     use_cuda = torch.cuda.is_available()
@@ -41,12 +47,14 @@ def init_distributed(backend: str | None = None, timeout_s: float = 600.0) -> to
         raise ValueError(f"timeout_s must be positive, got {timeout_s}")
     # Must be set before the NCCL process group exists; respect a user's explicit choice.
     os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+    global _timeout
+    _timeout = datetime.timedelta(seconds=timeout_s)
     dist.init_process_group(
         backend=backend,
         init_method="env://",
         world_size=int(os.environ["WORLD_SIZE"]),
         rank=int(os.environ["RANK"]),
-        timeout=datetime.timedelta(seconds=timeout_s),
+        timeout=_timeout,
         device_id=device if backend == "nccl" else None,
     )
     return device
@@ -93,8 +101,9 @@ class StreamGroups:
         stream, pair, peer = stream_layout(rank, world)
         num_pairs = world // 2
         # torch requires every rank to create every group, in the same order.
-        stream_groups = [dist.new_group(list(range(s, world, 2))) for s in range(len(STREAMS))]
-        pair_groups = [dist.new_group([2 * p, 2 * p + 1]) for p in range(num_pairs)]
+        kw = {} if _timeout is None else {"timeout": _timeout}  # the world's timeout (see `_timeout`)
+        stream_groups = [dist.new_group(list(range(s, world, 2)), **kw) for s in range(len(STREAMS))]
+        pair_groups = [dist.new_group([2 * p, 2 * p + 1], **kw) for p in range(num_pairs)]
         return cls(
             rank=rank,
             world_size=world,
