@@ -164,19 +164,23 @@ class RenderSummary:
     records: dict[str, dict] = field(default_factory=dict)
 
 
-def _render_job(job: tuple[str, str, dict]) -> tuple[str, str, dict | str]:
-    """Worker: (room dir, 'rendered' | 'failed', record or reason)."""
-    import warnings
-
+def _worker_init() -> None:
+    """Pool workers: one torch thread each (the pool is the parallelism; 2 shared cores must not spin 4)."""
     import torch
 
-    mesh, room, settings = job
     torch.set_num_threads(1)
+
+
+def _render_job(job: tuple[str, str, dict], on_view=None) -> tuple[str, str, dict | str]:
+    """One room: (room dir, 'rendered' | 'failed', record or reason)."""
+    import warnings
+
+    mesh, room, settings = job
     settings = RenderSettings(**{**settings, "viewpoints": ViewpointSettings(**settings["viewpoints"])})
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            record = render_room(mesh, room, settings)
+            record = render_room(mesh, room, settings, on_view)
         for w in caught:
             log.warning("%s", w.message)
         record["warnings"] = [str(w.message) for w in caught]
@@ -223,17 +227,24 @@ def render_rooms(out: str | os.PathLike, plan: list[tuple[Path, Path]], settings
         from tqdm import tqdm
 
         bar = tqdm(total=len(todo) * settings.views, desc="render", unit="view")
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(todo) > 1 else None
+    pool = None
+    if workers > 1 and len(todo) > 1:
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init)
+        results = pool.map(_render_job, todo)
+    else:  # in this process: the bar moves per view
+        tick = (lambda: bar.update(1)) if bar is not None else None
+        results = (_render_job(job, tick) for job in todo)
     try:
-        for room, status, result in pool.map(_render_job, todo) if pool else map(_render_job, todo):
+        for done, (room, status, result) in enumerate(results, 1):
             if status == "failed":
                 log.error("cannot render %s: %s", room, result)
                 summary.failed.append((Path(room), result))
             else:
                 summary.rendered.append(Path(room))
                 summary.records[RoomPaths(Path(room)).room_id] = result
-            if bar is not None:
-                bar.update(settings.views)
+            if bar is not None:  # a room is all its views, whatever was drawn and redrawn on the way
+                bar.n = done * settings.views
+                bar.refresh()
     finally:
         if pool:
             pool.shutdown()
