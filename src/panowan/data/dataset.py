@@ -130,8 +130,9 @@ class RoomDataset(torch.utils.data.Dataset):
     skip_bad_rooms: skip rooms that fail validation (logged, counted in `summary`) instead of raising.
     Frame sampling is seeded by (seed, room index, epoch); call `set_epoch` every epoch.
     mask_polarity: "known" (1 = known, the layout's convention) or "hole" (1 = hole).
-    cond_fill: what `cond_rgb` holds at unknown pixels: "zero", or "telea" / "ns" (OpenCV inpainting of the
-    resized reprojection, as the baseline of that name; for models with that `rgb_condition_fill`).
+    cond_fill: what `cond_rgb` holds at unknown pixels: "zero", or "telea" / "ns" / "harmonic" / "depth_steered"
+    (the fill of the resized reprojection, as the baseline of that name; for models with that
+    `rgb_condition_fill`; "depth_steered" reads the view's reprojected depth too).
     cond_depth_fill: the same for `cond_depth` (the normalised depth's holes; `depth_condition_fill`).
     cache_files: keep every decoded file, and every view's arrays and Plücker map, in memory after their
     first use (for small panoramas, whose loading otherwise dominates a GPU step; memory grows to the
@@ -317,32 +318,45 @@ class RoomDataset(torch.utils.data.Dataset):
             "rgb": _to_unit(gt_rgb),
             "depth": _normalised(gt_depth[..., 0], gt_valid, norm),
             "depth_valid": gt_valid[None],
-            "cond_rgb": self._fill_holes(cond_rgb, mask),
+            "cond_rgb": self._fill_holes(cond_rgb, mask, cond_depth[..., 0], depth_known),
             "cond_depth": self._depth_condition(cond_depth[..., 0], depth_known, norm),
             "mask": mask[None].astype(np.float32),
         }
 
-    def _fill_holes(self, cond_rgb_HW3: np.ndarray, known_HW: np.ndarray) -> np.ndarray:
-        """`cond_rgb` in [-1, 1], 3 x H x W: 0 at unknown pixels, or their Telea fill (`cond_fill`)."""
+    def _fill_holes(self, cond_rgb_HW3: np.ndarray, known_HW: np.ndarray, depth_HW: np.ndarray,
+                    depth_known_HW: np.ndarray) -> np.ndarray:  # fmt: skip
+        """`cond_rgb` in [-1, 1], 3 x H x W: 0 at unknown pixels, or their fill (`cond_fill`); "depth_steered"
+        is steered by the view's reprojected range (`depth_HW`, valid where `depth_known_HW`)."""
         if self.cond_fill == "zero" or known_HW.all():
             return np.where(known_HW[None], _to_unit(cond_rgb_HW3), 0).astype(np.float32)
         from panowan.data.inpaint import inpaint_erp
 
         known_u8 = np.where(known_HW[..., None], np.clip(np.rint(cond_rgb_HW3), 0, 255), 0).astype(np.uint8)
-        filled = inpaint_erp(known_u8, ~known_HW, self.cond_fill).astype(np.float32)
+        if self.cond_fill == "depth_steered" and (known_HW & depth_known_HW).any():
+            from panowan.data.depth_fill import depth_steered_fill
+
+            depth = np.where(depth_known_HW, depth_HW, 0).astype(np.float32)
+            filled = depth_steered_fill(known_u8, depth, known_HW)[0].astype(np.float32)
+        else:  # without a known depth the steered fill is the harmonic one
+            method = "harmonic" if self.cond_fill == "depth_steered" else self.cond_fill
+            filled = inpaint_erp(known_u8, ~known_HW, method).astype(np.float32)
         # Known pixels keep their exact (unrounded) values; only the holes take the fill.
         return np.where(known_HW[None], _to_unit(cond_rgb_HW3), _to_unit(filled)).astype(np.float32)
 
     def _depth_condition(self, depth_HW: np.ndarray, known_HW: np.ndarray, norm: DepthNorm) -> np.ndarray:
-        """Normalised `cond_depth`, 1 x H x W: 0 at unknown pixels, or (`cond_depth_fill`) OpenCV's fill of the
-        range in metres, computed as the baseline of that name computes it, then normalised."""
+        """Normalised `cond_depth`, 1 x H x W: 0 at unknown pixels, or (`cond_depth_fill`) the classical fill of
+        the range in metres, computed as the baseline of that name computes it, then normalised."""
         if self.cond_depth_fill == "zero" or known_HW.all() or not known_HW.any():
             return _normalised(depth_HW, known_HW, norm)
         from panowan.data.inpaint import inpaint_erp
 
-        filled = inpaint_erp(
-            np.where(known_HW, depth_HW, 0).astype(np.float32), ~known_HW, self.cond_depth_fill
-        )
+        if self.cond_depth_fill == "depth_steered":
+            from panowan.data.depth_fill import fill_depth_from_background
+
+            filled = fill_depth_from_background(np.where(known_HW, depth_HW, 1.0), known_HW)[0]
+        else:
+            known_depth = np.where(known_HW, depth_HW, 0).astype(np.float32)
+            filled = inpaint_erp(known_depth, ~known_HW, self.cond_depth_fill)
         return _normalised(filled, known_HW | (filled > 0), norm)
 
 

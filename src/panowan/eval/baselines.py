@@ -7,6 +7,9 @@
   (`panowan.data.inpaint.inpaint_erp`; Telea on float32 goes through 16 bits: OpenCV's float32 Telea is wrong).
 - "harmonic": the membrane (discrete harmonic) fill of the RGB and of the range over the holes, on the sphere
   and wrapping in longitude (`inpaint_erp(..., "harmonic")`, i.e. `panowan.data.inpaint.harmonic_fill`).
+- "depth_steered": the same membrane, steered by depth (`panowan.data.depth_fill.depth_steered_fill`): the range
+  first, with natural boundaries on the near side of depth edges, then the RGB from the boundary pixels whose
+  depth agrees with the filled depth.
 
 The classical fills (`CLASSICAL_FILLS`: every baseline but "copy") are the model's rivals in the summaries
 (`panowan.eval.summary`); `DEFAULT_BASELINES` is what `panowan eval --baselines` (no names) and `panowan demo`
@@ -22,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from panowan.data.depth_fill import depth_steered_fill
 from panowan.data.inpaint import inpaint_erp
 
-CLASSICAL_FILLS = ("telea", "ns", "harmonic")
+CLASSICAL_FILLS = ("telea", "ns", "harmonic", "depth_steered")
 BASELINES = ("copy", *CLASSICAL_FILLS)
 DEFAULT_BASELINES = (*CLASSICAL_FILLS, "copy")
 
@@ -38,6 +42,8 @@ def baseline_view(cond_rgb: np.ndarray, cond_depth: np.ndarray, known_HW: np.nda
         return rgb, depth
     if known_HW.sum() == 0:
         raise ValueError("cannot inpaint a view with no known pixel")
+    if method == "depth_steered":
+        return depth_steered_fill(rgb, depth, known_HW)
     return inpaint_erp(rgb, hole, method), inpaint_erp(depth, hole, method).astype(np.float32)
 
 
