@@ -3,8 +3,9 @@ time to render one room of 9 views at 512x1024 (load, Embree build, viewpoint se
 
     python benchmarks/bench_render.py --json benchmarks/results/render_cpu.json
 
-The mesh: a 8 x 3 x 6 m vertex-coloured room whose six faces are finely tessellated, with tessellated
-furniture boxes and spheres (about 600k triangles), written as a ply (z up) and read back as a user's would be.
+The mesh: an 8 x 6 x 3 m vertex-coloured room (the tests' box rooms, tests/render/render_scenes.py) whose six
+faces are finely tessellated, with tessellated furniture boxes and three icospheres (521k triangles), written as
+a ply (z up) and read back as a user's would be.
 Rays/s: first hits of the 524,288 pixel-centre rays of a 512x1024 panorama from the room's middle, through
 `Caster.cast` (Embree plus this package's bookkeeping), and with colour lookup (`render_view`).
 """
@@ -22,54 +23,28 @@ from pathlib import Path
 
 import numpy as np
 
-
-def grid_quad(p0: np.ndarray, e1: np.ndarray, e2: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """An n x n grid of a parallelogram: vertices (n+1)^2 x 3, 2 n^2 triangles wound along e1 x e2."""
-    a, b = np.meshgrid(np.linspace(0, 1, n + 1), np.linspace(0, 1, n + 1), indexing="ij")
-    v = p0 + a.reshape(-1, 1) * e1 + b.reshape(-1, 1) * e2
-    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    k = (i * (n + 1) + j).reshape(-1)
-    f = np.concatenate([np.stack([k, k + n + 1, k + n + 2], 1), np.stack([k, k + n + 2, k + 1], 1)])
-    return v, f
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "render"))
+from render_scenes import box_quads, quad_mesh  # the tests' box rooms, tessellated
 
 
-def box_parts(lo, hi, n: int, inward: bool) -> list[tuple[np.ndarray, np.ndarray]]:
-    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
-    parts = []
-    for axis in range(3):
-        a, b = [k for k in range(3) if k != axis]
-        for plane, outward in ((lo[axis], -1.0), (hi[axis], 1.0)):
-            p0 = lo.copy()
-            p0[axis] = plane
-            e1, e2 = np.zeros(3), np.zeros(3)
-            e1[a], e2[b] = hi[a] - lo[a], hi[b] - lo[b]
-            if np.sign(np.cross(e1, e2)[axis]) != (-outward if inward else outward):
-                e1, e2 = e2, e1
-            parts.append(grid_quad(p0, e1, e2, n))
-    return parts
-
-
-def build_mesh(path: Path, grid: int = 170):
+def build_mesh(path: Path, grid: int = 170) -> int:
     """The benchmark room (z up) as a vertex-coloured ply; returns its face count."""
     import trimesh
 
-    parts = box_parts([0, 0, 0], [8, 6, 3], grid, inward=True)
-    for lo, hi in (([1, 1, 0], [2.5, 2, 0.75]), ([6.5, 0, 0], [8, 1, 2.1]), ([3, 4.5, 0], [5, 6, 0.5])):
-        parts += box_parts(lo, hi, grid // 3, inward=False)
-    for centre in ([4, 3, 0.4], [2, 4.5, 1.0], [6, 2, 2.5]):
-        s = trimesh.creation.icosphere(subdivisions=5, radius=0.35)
-        parts.append((np.asarray(s.vertices) + centre, np.asarray(s.faces)))
-    verts, faces, offset = [], [], 0
-    for v, f in parts:
-        verts.append(v)
-        faces.append(f + offset)
-        offset += len(v)
-    v, f = np.concatenate(verts), np.concatenate(faces)
     rng = np.random.default_rng(0)
-    colours = np.c_[rng.integers(30, 230, (len(v), 3)), np.full(len(v), 255)].astype(np.uint8)
-    mesh = trimesh.Trimesh(v, f, vertex_colors=colours, process=False)
+    room = box_quads(np.array([0.0, 0, 0]), np.array([8.0, 6, 3]), True, 0, rng)
+    furniture = [q for lo, hi in (([1, 1, 0], [2.5, 2, 0.75]), ([6.5, 0, 0], [8, 1, 2.1]), ([3, 4.5, 0], [5, 6, 0.5]))
+                 for q in box_quads(np.array(lo, float), np.array(hi, float), False, 1, rng)]  # fmt: skip
+    parts = [quad_mesh(room, grid), quad_mesh(furniture, grid // 3)]
+    for centre in ([4, 3, 0.4], [2, 4.5, 1.0], [6, 2, 2.5]):
+        sphere = trimesh.creation.icosphere(subdivisions=5, radius=0.35)
+        sphere.apply_translation(centre)
+        n = len(sphere.vertices)
+        sphere.visual.vertex_colors = np.c_[rng.integers(30, 230, (n, 3)), np.full(n, 255)].astype(np.uint8)
+        parts.append(sphere)
+    mesh = trimesh.util.concatenate(parts)
     mesh.export(path)
-    return len(f)
+    return len(mesh.faces)
 
 
 def rays_per_second(mesh_path: Path, runs: int) -> dict:

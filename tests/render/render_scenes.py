@@ -39,7 +39,8 @@ def up_rotation(up: str) -> np.ndarray:
             "-y": np.diag([1.0, -1.0, -1.0])}[up]  # fmt: skip
 
 
-def _box_quads(lo: np.ndarray, hi: np.ndarray, inward: bool, part: int, rng) -> list[Quad]:
+def box_quads(lo: np.ndarray, hi: np.ndarray, inward: bool, part: int, rng) -> list[Quad]:
+    """The six faces of the box [lo, hi], facing inward (a room) or outward (furniture), random colours."""
     quads = []
     for axis in range(3):
         a, b = [k for k in range(3) if k != axis]
@@ -61,22 +62,43 @@ def make_quads(up: str = "y", furniture: bool | list = True, room_size=ROOM_SIZE
     """The room (and `FURNITURE`, or the given (lo, hi) boxes, or none), turned so that `up` is up."""
     rng = np.random.default_rng(5)
     room_size = np.asarray(room_size, float)
-    quads = _box_quads(ROOM_LO, ROOM_LO + room_size, True, 0, rng)
+    quads = box_quads(ROOM_LO, ROOM_LO + room_size, True, 0, rng)
     if furniture:
         for lo, hi in FURNITURE if furniture is True else furniture:
-            quads += _box_quads(ROOM_LO + lo, ROOM_LO + hi, False, 1, rng)
+            quads += box_quads(ROOM_LO + lo, ROOM_LO + hi, False, 1, rng)
     m = up_rotation(up)
     return [Quad(m @ q.p0, m @ q.e1, m @ q.e2, q.colour, q.part) for q in quads]
 
 
-def _arrays(quads: list[Quad]):
-    corners = [(q.p0, q.p0 + q.e1, q.p0 + q.e1 + q.e2, q.p0 + q.e2) for q in quads]
-    v = np.array(corners, float).reshape(-1, 3)
-    base = 4 * np.arange(len(quads))[:, None]
-    f = np.concatenate([base + np.array([0, 1, 2]), base + np.array([0, 2, 3])])  # winding along e1 x e2
-    uv = np.tile([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], (len(quads), 1))
-    colours = np.repeat(np.array([q.colour for q in quads]), 4, axis=0)
+def _arrays(quads: list[Quad], grid: int = 1):
+    """(vertices, faces, uv, vertex colours) of the quads, each cut into grid x grid cells (2 triangles each,
+    wound along e1 x e2)."""
+    a, b = (
+        x.reshape(-1, 1)
+        for x in np.meshgrid(np.linspace(0, 1, grid + 1), np.linspace(0, 1, grid + 1), indexing="ij")
+    )
+    i, j = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
+    k = (i * (grid + 1) + j).reshape(-1)
+    cell = np.concatenate(
+        [np.stack([k, k + grid + 1, k + grid + 2], 1), np.stack([k, k + grid + 2, k + 1], 1)]
+    )
+    per = (grid + 1) ** 2
+    v = np.concatenate([q.p0 + a * q.e1 + b * q.e2 for q in quads])
+    f = np.concatenate([cell + n * per for n in range(len(quads))])
+    uv = np.tile(np.hstack([a, b]), (len(quads), 1))
+    colours = np.repeat(np.array([q.colour for q in quads]), per, axis=0)
     return v, f, uv, colours
+
+
+def quad_mesh(quads: list[Quad], grid: int = 1, colours: bool = True):
+    """The quads as one trimesh mesh, with vertex colours (each quad its colour) unless `colours` is False."""
+    import trimesh
+
+    v, f, _, c = _arrays(quads, grid)
+    mesh = trimesh.Trimesh(v, f, process=False)
+    if colours:
+        mesh.visual = trimesh.visual.ColorVisuals(mesh, vertex_colors=np.c_[c, np.full(len(c), 255)])
+    return mesh
 
 
 def texture_image(size: int = 64):
@@ -86,13 +108,7 @@ def texture_image(size: int = 64):
 
 
 def write_ply(path: Path, quads: list[Quad], colours: bool = True) -> Path:
-    import trimesh
-
-    v, f, _, c = _arrays(quads)
-    mesh = trimesh.Trimesh(v, f, process=False)
-    if colours:
-        mesh.visual = trimesh.visual.ColorVisuals(mesh, vertex_colors=np.c_[c, np.full(len(c), 255)])
-    mesh.export(path)
+    quad_mesh(quads, colours=colours).export(path)
     return path
 
 
