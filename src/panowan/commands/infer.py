@@ -9,6 +9,13 @@ in view 0's frame). A room with more views than the model's frames is completed 
 every view is written (`panowan.sample.multipass`). Inputs are checked (rooms prepared, views present,
 checkpoint configuration and LoRA rank) before any model is loaded. The same --seed writes the same files. --timings_json writes the seconds
 of each phase to a separate file (the completion files do not change).
+
+Resuming: a room whose output files all exist (`sample.pipeline.room_output_files`) and whose
+completion.json records the same seed and sampling settings is skipped unless --overwrite (which first removes the room's completion.json, so a rewrite cut short is redone next time).
+SIGTERM / SIGINT: the room being completed is finished and written, no other is begun (under torchrun the
+two ranks of a pair agree after each room), and the exit code is 128 + the signal number (143, 130: the
+rooms are not all done, so a script does not go on to evaluate them); the same command then completes only
+the missing rooms. A second signal kills at once (every file is written atomically; the room is redone).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from panowan.sample.model_source import (  # noqa: F401  (re-exported: scripts a
     model_settings,
     sampling_settings,
 )
+from panowan.utils.signals import StopRequest
 
 HELP = "complete the panoramas of prepared rooms (RGB + metric depth + fused point cloud)"
 log = logging.getLogger(__name__)
@@ -66,6 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flow_shift", type=float, default=None,
                         help="timestep shift of the schedule (default: the checkpoint's training value, else 3)")  # fmt: skip
     parser.add_argument("--rooms", nargs="*", default=None, help="only these room ids ('area/room')")
+    parser.add_argument("--overwrite", action="store_true", help="redo rooms whose completion files all exist "
+                        "in --output_dir (default: skip them, so a rerun does only what is missing)")  # fmt: skip
     parser.add_argument("--no_composite", action="store_true", help="write the raw model output (known pixels "
                         "are not copied back from the input)")  # fmt: skip
     parser.add_argument(
@@ -123,8 +133,68 @@ def default_settings(source: ModelSource, args: argparse.Namespace) -> tuple[int
     return model_settings(source, args.num_frames, args.resolution, args.flow_shift)
 
 
-def infer(args: argparse.Namespace) -> list[Path]:
-    """The whole command; returns the room folders written."""
+def missing_rooms(
+    dataset, indices: list[int], output_dir: str | os.PathLike, settings: dict[str, Any]
+) -> list[int]:
+    """The rooms of `indices` not complete in `output_dir`: complete means every completion file of every
+    view (`room_output_files`) exists and completion.json records these sampling `settings` (so a rerun with
+    another seed, step count, ... redoes the room instead of keeping a stale one; the model is not compared)."""
+    import json
+
+    from panowan.sample.pipeline import room_output_files
+
+    def complete(index: int) -> bool:
+        info = dataset.rooms[index]
+        files = room_output_files(Path(output_dir) / info.paths.room_id, info.views)
+        if not all(f.is_file() for f in files):
+            return False
+        try:
+            recorded = json.loads(files[-1].read_text(encoding="utf-8"))  # completion.json
+        except (OSError, json.JSONDecodeError):
+            return False
+        return all(recorded.get(k) == v for k, v in settings.items())
+
+    return [i for i in indices if not complete(i)]
+
+
+def _agree_on_rooms(indices: list[int], groups) -> list[int]:
+    """Rank 0's list of rooms to complete, on every rank: each rank scanned the output folder on its own,
+    and rank 0 scanned before any rank could have written (they all wait for its list here)."""
+    import torch.distributed as dist
+
+    if groups is None:
+        return indices
+    box = [indices]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _agreed_stop(stop: StopRequest | None, groups, device) -> bool:
+    """Whether to stop after this room, the same on both ranks of a pair (they complete rooms together:
+    one stopping alone would leave its peer waiting in the exchange). A peer's signal is recorded in `stop`."""
+    if stop is None:
+        return False
+    signum = stop.signum or 0
+    if groups is not None:
+        import torch
+        import torch.distributed as dist
+
+        flag = torch.tensor([signum], dtype=torch.int64, device=device)  # NCCL: CUDA tensors; gloo: CPU
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=groups.pair_group)
+        signum = int(flag.item())
+        if signum:
+            stop.request(signum)
+    return bool(signum)
+
+
+def infer(args: argparse.Namespace, stop: StopRequest | None = None) -> list[Path]:
+    """The whole command; returns the room folders written. With `stop`, stops after the room in progress
+    once it is requested (module docstring)."""
+    return _infer(args, stop)[0]
+
+
+def _infer(args: argparse.Namespace, stop: StopRequest | None) -> tuple[list[Path], int]:
+    """`infer`, and how many of this rank's rooms were left undone by a stop."""
     import torch
 
     from panowan.sample.completer import Completer
@@ -141,6 +211,14 @@ def infer(args: argparse.Namespace) -> list[Path]:
     num_frames, resolution, flow_shift = default_settings(source, args)
     dataset, indices = open_rooms(args.data_root, args.rooms, num_frames, resolution, args.seed,
                                   source.model_config.condition_fills())  # fmt: skip
+    if not getattr(args, "overwrite", False):
+        settings = {"seed": args.seed, "steps": steps, "sampler": sampler, "guidance": args.guidance_scale,
+                    "flow_shift": flow_shift, "composite": not args.no_composite, "seam_roll": not args.no_seam_roll}  # fmt: skip
+        todo = missing_rooms(dataset, indices, args.output_dir, settings)
+        if len(todo) < len(indices):
+            log.info("skipping %d of %d rooms already complete in %s (--overwrite redoes them)",
+                     len(indices) - len(todo), len(indices), args.output_dir)  # fmt: skip
+        indices = todo
     groups = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # torchrun: one stream per rank, pairs of ranks; pair p completes rooms p, p + N, ...
@@ -148,7 +226,7 @@ def infer(args: argparse.Namespace) -> list[Path]:
 
         device = init_distributed()
         groups = StreamGroups.from_world()
-        indices = indices[groups.pair_index :: groups.num_pairs]
+        indices = _agree_on_rooms(indices, groups)[groups.pair_index :: groups.num_pairs]
     else:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = getattr(torch, args.dtype)
@@ -162,7 +240,8 @@ def infer(args: argparse.Namespace) -> list[Path]:
     writes = groups is None or groups.rank % 2 == 0  # the pair's first rank writes its rooms
     written = []
     room_seconds: dict[str, dict[str, float]] = {}
-    for index in indices:
+    left = 0
+    for done, index in enumerate(indices):
         timer = PhaseTimer(device, enabled=timed)
         with timer.phase("total"):
             result = completer.complete(
@@ -174,9 +253,14 @@ def infer(args: argparse.Namespace) -> list[Path]:
                 log.info("%s: %d views in %d passes", result.room_id, len(result), len(result.passes))
             if writes:
                 with timer.phase("write"):
+                    # A rewrite cut short must not look complete: completion.json (written last) goes first.
+                    (Path(args.output_dir) / result.room_id / "completion.json").unlink(missing_ok=True)
                     written.append(result.save(args.output_dir, point_stride=args.point_stride))
                 log.info("wrote %s", written[-1])
         room_seconds[result.room_id] = timer.seconds
+        if _agreed_stop(stop, groups, device):
+            left = len(indices) - done - 1
+            break
     if timed:
         record = {"rank": 0 if groups is None else groups.rank, "streams": list(model.local_streams),
                   "writes": writes, "load_model": load_timer.seconds["load_model"], "rooms": room_seconds,
@@ -190,7 +274,7 @@ def infer(args: argparse.Namespace) -> list[Path]:
 
         dist.barrier()
         dist.destroy_process_group()
-    return written
+    return written, left
 
 
 def _memory_record(device) -> dict[str, Any]:
@@ -230,5 +314,14 @@ def write_timings(path: str, record: dict[str, Any], groups, settings: dict[str,
 
 
 def run(args: argparse.Namespace) -> int:
-    infer(args)
+    import sys
+
+    from panowan.utils.signals import StopRequest, exit_code
+
+    with StopRequest() as stop:
+        written, left = _infer(args, stop)
+    if stop.requested and left:
+        print(f"received {stop.signal_name}: stopped after {len(written)} rooms with {left} not begun; rerun "
+              "the same command to complete them", file=sys.stderr)  # fmt: skip
+        return exit_code(stop.signum)
     return 0

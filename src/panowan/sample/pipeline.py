@@ -284,6 +284,17 @@ def fused_point_cloud(
     return torch.cat(points), torch.cat(colors)
 
 
+VIEW_SUFFIXES = (".png", "_depth.npy", "_depth.png", "_depth_color.png")  # after panorama_XXXX, per view
+ROOM_FILES = ("room.ply", "completion.json")  # completion.json is written last
+
+
+def room_output_files(room_dir: str | os.PathLike, view_indices: Sequence[int]) -> list[Path]:
+    """Every file `write_room` writes for `view_indices` (`panowan infer` skips a room whose files all exist)."""
+    room_dir = Path(room_dir)
+    views = [room_dir / f"panorama_{v:04d}{suffix}" for v in view_indices for suffix in VIEW_SUFFIXES]
+    return views + [room_dir / name for name in ROOM_FILES]
+
+
 def write_room(
     room_dir: str | os.PathLike,
     view_indices: Sequence[int],
