@@ -114,3 +114,23 @@ def test_import_panowan_stays_light():
             "assert Completer.__module__ == 'panowan.sample.completer'")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_step_cache_skips_steps_and_records_them(completer, prepared_root):
+    """--step_cache through the API: a threshold no step reaches changes nothing and records nothing more
+    than the threshold; a huge one skips every step after the first and the settings say how many."""
+    plain = completer.complete(prepared_root / ROOM, steps=4, seed=5, sampler="euler")
+    never = completer.complete(prepared_root / ROOM, steps=4, seed=5, sampler="euler", step_cache=1e-12)
+    always = completer.complete(prepared_root / ROOM, steps=4, seed=5, sampler="euler", step_cache=1e9)
+    assert "step_cache" not in plain.settings
+    assert never.settings["step_cache_skipped"] == 0
+    assert np.array_equal(never.rgb, plain.rgb) and np.array_equal(never.depth, plain.depth)
+    assert always.settings["step_cache_skipped"] == 3
+    assert not np.array_equal(always.rgb, plain.rgb)
+
+
+def test_attention_backend_is_checked_before_loading():
+    with pytest.raises(ValueError, match="not a diffusers backend; one of: .*native"):
+        infer_cmd.attention_backend("no-such-kernel")
+    with infer_cmd.attention_backend("native"):  # diffusers' own SDPA path: accepted, usable as a context
+        pass

@@ -95,6 +95,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--point_stride", type=int, default=1, help="room.ply keeps every N-th row and column"
     )
+    parser.add_argument("--step_cache", type=float, default=0.0, metavar="THRESHOLD",
+                        help="first-block step caching: skip the blocks after the first at steps where the first "
+                        "block's residual changed by less than THRESHOLD (relative L1, e.g. 0.05); 0 (default) "
+                        "runs every block; the skipped steps are recorded in completion.json")  # fmt: skip
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model's regions (Wan blocks, "
+                        "interaction layers; one graph each kind): faster steps on a GPU after a one-off "
+                        "compilation of tens of seconds")  # fmt: skip
+    parser.add_argument("--attention_backend", default=None, help="diffusers attention backend for every "
+                        "attention (e.g. flash, _native_cudnn, _native_flash, sage; default: PyTorch's SDPA, "
+                        "which picks the fastest kernel it has)")  # fmt: skip
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
                         help="model precision")  # fmt: skip
@@ -206,6 +216,9 @@ def _infer(args: argparse.Namespace, stop: StopRequest | None) -> tuple[list[Pat
         raise ValueError(f"--num_inference_steps must be >= 1, got {args.num_inference_steps}")
     if args.guidance_scale < 1:
         raise ValueError(f"--guidance_scale must be >= 1, got {args.guidance_scale}")
+    if args.step_cache < 0:
+        raise ValueError(f"--step_cache must be >= 0, got {args.step_cache}")
+    backend = attention_backend(args.attention_backend)
     source = resolve_model(args)
     steps, sampler = sampling_settings(source, args.num_inference_steps, args.sampler)
     num_frames, resolution, flow_shift = default_settings(source, args)
@@ -213,7 +226,8 @@ def _infer(args: argparse.Namespace, stop: StopRequest | None) -> tuple[list[Pat
                                   source.model_config.condition_fills())  # fmt: skip
     if not getattr(args, "overwrite", False):
         settings = {"seed": args.seed, "steps": steps, "sampler": sampler, "guidance": args.guidance_scale,
-                    "flow_shift": flow_shift, "composite": not args.no_composite, "seam_roll": not args.no_seam_roll}  # fmt: skip
+                    "flow_shift": flow_shift, "composite": not args.no_composite, "seam_roll": not args.no_seam_roll,
+                    **({"step_cache": args.step_cache} if args.step_cache > 0 else {})}  # fmt: skip
         todo = missing_rooms(dataset, indices, args.output_dir, settings)
         if len(todo) < len(indices):
             log.info("skipping %d of %d rooms already complete in %s (--overwrite redoes them)",
@@ -235,6 +249,8 @@ def _infer(args: argparse.Namespace, stop: StopRequest | None) -> tuple[list[Pat
     log.info("loading %s", source.description)
     with load_timer.phase("load_model"):
         model, codec, encoder = build_model(source, args.base_model_dir, device, dtype, groups)
+    if args.compile:
+        model.compile_blocks()
     completer = Completer(model, codec, encoder, source, num_frames=num_frames, resolution=resolution,
                           flow_shift=flow_shift)  # fmt: skip
     writes = groups is None or groups.rank % 2 == 0  # the pair's first rank writes its rooms
@@ -243,11 +259,11 @@ def _infer(args: argparse.Namespace, stop: StopRequest | None) -> tuple[list[Pat
     left = 0
     for done, index in enumerate(indices):
         timer = PhaseTimer(device, enabled=timed)
-        with timer.phase("total"):
+        with timer.phase("total"), backend:
             result = completer.complete(
                 (dataset, index), steps=steps, guidance=args.guidance_scale, seed=args.seed, sampler=sampler,
                 composite=not args.no_composite, seam_roll=not args.no_seam_roll,
-                negative_prompt=args.negative_prompt, progress=True, timer=timer,
+                negative_prompt=args.negative_prompt, progress=True, timer=timer, step_cache=args.step_cache,
             )  # fmt: skip
             if len(result.passes) > 1:
                 log.info("%s: %d views in %d passes", result.room_id, len(result), len(result.passes))
@@ -275,6 +291,26 @@ def _infer(args: argparse.Namespace, stop: StopRequest | None) -> tuple[list[Pat
         dist.barrier()
         dist.destroy_process_group()
     return written, left
+
+
+def attention_backend(name: str | None):
+    """diffusers' `attention_backend(name)` context (refusing an unknown name now, before any loading), or a
+    no-op context for None."""
+    import contextlib
+
+    if name is None:
+        return contextlib.nullcontext()
+    from diffusers.models.attention_dispatch import AttentionBackendName
+    from diffusers.models.attention_dispatch import attention_backend as use_backend
+
+    try:
+        AttentionBackendName(name)
+    except ValueError:
+        names = ", ".join(b.value for b in AttentionBackendName)
+        raise ValueError(
+            f"--attention_backend {name!r} is not a diffusers backend; one of: {names}"
+        ) from None
+    return use_backend(name)
 
 
 def _memory_record(device) -> dict[str, Any]:

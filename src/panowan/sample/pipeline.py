@@ -33,6 +33,7 @@ import torch
 from panowan.geometry.pose import Pose, relative_poses, stack_poses
 from panowan.models.conditioning import frames_to_video
 from panowan.models.presets import fill_fields
+from panowan.models.step_cache import StepCache
 from panowan.parallel.exchange import STREAMS, other_stream
 from panowan.sample.sampler import roll_w, sample_flow, stream_noise
 from panowan.utils.timing import PhaseTimer, disabled_timer
@@ -79,22 +80,27 @@ def _batched(sample):
     return collate([sample])
 
 
-def model_velocity(model, conditions, plucker_B6FHW, text, image) -> Callable[..., dict[str, torch.Tensor]]:
+def model_velocity(
+    model, conditions, plucker_B6FHW, text, image, step_cache: StepCache | None = None
+) -> Callable[..., dict[str, torch.Tensor]]:
     """The sampler's `velocity_fn` for one text / image context: the model's forward at `sigma`.
 
     With seam rolling, conditions roll by `shift` latent columns and the Plücker maps by `8 shift` pixels,
-    so every token keeps its own condition and ray.
+    so every token keeps its own condition and ray; a `step_cache` learns the roll in token columns.
     """
+    patch_w = model.config.wan["patch_size"][2]
 
     def fn(latents: dict[str, torch.Tensor], sigma: float, shift: int = 0) -> dict[str, torch.Tensor]:
         cond = roll_w({k: conditions[k] for k in latents}, shift)
         plucker = torch.roll(plucker_B6FHW, SPATIAL * shift, dims=-1) if shift else plucker_B6FHW
         b = next(iter(latents.values())).shape[0]
         timestep = torch.full((b,), sigma * 1000.0, device=plucker.device, dtype=torch.float32)
+        if step_cache is not None:
+            assert shift % patch_w == 0, "seam offsets are whole token columns (seam_granularity)"
+            step_cache.shift_columns = shift // patch_w
         with torch.no_grad():
-            return model(
-                noisy=latents, condition=cond, timestep=timestep, plucker=plucker, text=text, image=image
-            )
+            return model(noisy=latents, condition=cond, timestep=timestep, plucker=plucker, text=text,
+                         image=image, step_cache=step_cache)  # fmt: skip
 
     return fn
 
@@ -130,13 +136,16 @@ def complete_room(
     negative_prompt: str = "",
     progress: bool = True,
     timer: PhaseTimer | None = None,
+    step_cache: float = 0.0,
 ) -> Completion:
     """Complete every view of one `Sample` (one room). See the module docstring.
 
     `encoder` is a `ConditioningEncoder` (`encode(prompts, first_frames_B3HW in [-1, 1])`); guidance > 1
     adds an unconditional pass with `negative_prompt`. The model must hold both streams. `timer` (optional,
     `panowan.utils.timing.PhaseTimer`) receives the seconds of the phases "vae_encode", "encoders" (text +
-    image), "denoise" and "vae_decode"; nothing of it goes into the `Completion`.
+    image), "denoise" and "vae_decode"; nothing of it goes into the `Completion`. `step_cache` > 0 skips the
+    blocks after the first at steps where the first block's residual changed by less than that (relative L1;
+    `models.step_cache`); the steps it skipped are recorded in the settings.
     """
     timer = timer or disabled_timer()
     param = next(model.parameters())
@@ -152,12 +161,13 @@ def complete_room(
     shape = tuple(conditions["rgb"].shape)
     shape = (shape[0], shape[1] - 4, *shape[2:])
     noise = stream_noise(dict.fromkeys(local, shape), seed, dtype=dtype, device=device)
-    cond_fn = model_velocity(model, conditions, plucker, text, image)
+    caches = [StepCache(step_cache) for _ in range(2)] if step_cache > 0 else [None, None]  # cond, uncond
+    cond_fn = model_velocity(model, conditions, plucker, text, image, caches[0])
     uncond_fn = None
     if guidance > 1:
         with timer.phase("encoders"):
             neg_text, _ = _encode(encoder, negative_prompt, first_frame, device, dtype)
-        uncond_fn = model_velocity(model, conditions, plucker, neg_text, image)
+        uncond_fn = model_velocity(model, conditions, plucker, neg_text, image, caches[1])
     with timer.phase("denoise"):
         latents = sample_flow(
             cond_fn, noise, steps=steps, sampler=sampler, flow_shift=flow_shift, guidance=guidance,
@@ -174,6 +184,8 @@ def complete_room(
             "steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler, "flow_shift": flow_shift,
             "composite": composite, "seam_roll": seam_roll, **fill_fields(model.config.condition_fills()),
             "pixel_decoder": getattr(model, "pixel_decoders", None) is not None,
+            **({"step_cache": step_cache, "step_cache_skipped": sum(c.skipped for c in caches if c)}
+               if step_cache > 0 else {}),
         })  # fmt: skip
     return completion
 
