@@ -49,15 +49,30 @@ def init_distributed(backend: str | None = None, timeout_s: float = 600.0) -> to
     os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
     global _timeout
     _timeout = datetime.timedelta(seconds=timeout_s)
+    world_size = int(os.environ["WORLD_SIZE"])
+    store = _restart_store(world_size, _timeout)
     dist.init_process_group(
         backend=backend,
-        init_method="env://",
-        world_size=int(os.environ["WORLD_SIZE"]),
+        **({"init_method": "env://"} if store is None else {"store": store}),
+        world_size=world_size,
         rank=int(os.environ["RANK"]),
         timeout=_timeout,
         device_id=device if backend == "nccl" else None,
     )
     return device
+
+
+def _restart_store(world_size: int, timeout: datetime.timedelta) -> dist.Store | None:
+    """The store of a round restarted by torchrun (--max-restarts), under a prefix of its own; None otherwise.
+
+    Workers of every round share the agent's TCPStore without a per-round prefix (torch 2.13), so a restarted
+    rank read the dead round's addresses ("Gloo connectFullMesh failed ... Connection refused", measured)."""
+    restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if restart == 0 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                          is_master=False, timeout=timeout)  # fmt: skip
+    return dist.PrefixStore(f"panowan/restart_{restart}", agent)
 
 
 def stream_layout(rank: int, world_size: int) -> tuple[str, int, int]:
