@@ -5,7 +5,8 @@ One process holds both streams: `panowan train ...`. One stream per GPU:
 Settings come from the dataclass defaults, then `--config FILE` (JSON), then the flags given here.
 Restarting with the same arguments resumes from the newest complete checkpoint in --output_dir.
 SIGTERM or SIGINT (a cluster's preemption, Ctrl-C) finishes the current optimiser step, writes
-checkpoint-STEP and exits 0, so the same command resumes; a second signal kills at once (exit 128 + signum).
+checkpoint-STEP and exits 0, so the same command resumes; a second signal kills at once (exit 128 + signum),
+as does a signal during start-up (nothing trained yet).
 Writes output_dir/config.json, metrics.jsonl, tensorboard/, checkpoint-STEP/ and validation/.
 """
 

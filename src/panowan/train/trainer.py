@@ -16,11 +16,14 @@ stream's losses (`losses.py`), backward. Per optimiser step: `sync_gradients`, o
 a joint finiteness decision (`all_ranks_finite`: skip or abort together), clipping, AdamW, LR schedule,
 metrics (rank 0), checkpoints, validation.
 
-Stopping (`train()` installs `panowan.utils.signals.StopRequest`): SIGTERM or SIGINT lets the current
-optimiser step finish; after it the ranks agree (an all-reduce MAX of the signal number, one scalar per
-step, only when distributed, so a signal seen by any rank stops every rank at the same step), write
-checkpoint-STEP whatever the interval, skip validation and return `TrainResult.stopped_by`; `panowan train`
+Stopping (`train()` installs `panowan.utils.signals.StopRequest` once set-up is done): SIGTERM or SIGINT
+lets the current optimiser step finish; after it the ranks agree (an all-reduce MAX of the signal number,
+one scalar per step, only when distributed, so a signal seen by any rank stops every rank at the same
+step), write checkpoint-STEP whatever the interval, skip validation and return `TrainResult.stopped_by`; `panowan train`
 then exits 0 and the same command resumes. A second signal kills the process at once (the OS default).
+During start-up (process group, model, data) the signals keep their default action: nothing is trained
+yet, and a worker blocked connecting to a dead peer ends at once when torchrun's agent stops it (with the
+handler it would sit out the agent's 30 s before SIGKILL, measured).
 A collective that fails (a dead or stuck peer: gloo reports a closed connection at once, NCCL and a stuck
 peer take `--nccl_timeout_s`) is re-raised as `PeerFailure` naming the rank, the step and the timeout.
 """
@@ -379,10 +382,7 @@ class Trainer:
     def _train_steps(self, bar) -> str | None:
         """Optimiser steps up to --max_train_steps or an agreed stop; returns the stopping signal's name."""
         c = self.config
-        stopped = self._agreed_stop()  # a signal during setup: nothing trained, nothing to save
-        if stopped is not None and self.rank == 0:
-            log.warning("received %s before the first step: nothing to save, exiting; rerun the same command "
-                        "to resume", stopped)  # fmt: skip
+        stopped = None
         while stopped is None and self.step < c.max_train_steps:
             record = self.optimizer_step()
             if self.metrics is not None:
@@ -466,15 +466,16 @@ def train(
 ) -> TrainResult:
     """Run (or resume) a training run in this process; under torchrun every rank calls this.
 
-    Without `stop`, SIGTERM / SIGINT handlers are installed for the run (module docstring) and the previous
-    ones restored after it; with `stop`, the caller's `StopRequest` is polled as it is (entered or not)."""
-    with contextlib.nullcontext(stop) if stop is not None else StopRequest() as request:
-        trainer = Trainer(config, loss_hook, request)
-        try:
-            trainer.setup()
+    Without `stop`, SIGTERM / SIGINT handlers are installed for the training steps (module docstring) and
+    the previous ones restored after them; with `stop`, the caller's `StopRequest` is polled as it is."""
+    trainer = Trainer(config, loss_hook)
+    try:
+        trainer.setup()
+        with contextlib.nullcontext(stop) if stop is not None else StopRequest() as request:
+            trainer.stop = request
             return trainer.run()
-        finally:
-            trainer.close()
+    finally:
+        trainer.close()
 
 
 __all__ = [
