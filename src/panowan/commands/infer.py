@@ -355,9 +355,10 @@ def run(args: argparse.Namespace) -> int:
     from panowan.utils.signals import StopRequest, exit_code
 
     with StopRequest() as stop:
-        written, left = _infer(args, stop)
+        _, left = _infer(args, stop)
     if stop.requested and left:
-        print(f"received {stop.signal_name}: stopped after {len(written)} rooms with {left} not begun; rerun "
-              "the same command to complete them", file=sys.stderr)  # fmt: skip
+        # `left`: rooms of this rank (of its pair, under torchrun) not begun.
+        print(f"received {stop.signal_name}: stopped with {left} rooms not begun; rerun the same command to "
+              "complete them", file=sys.stderr)  # fmt: skip
         return exit_code(stop.signum)
     return 0
