@@ -29,6 +29,8 @@ hole cross-view consistency worse (benchmarks/results/classical_fills_256.json).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from panowan.data.inpaint import HARMONIC_METRICS, MembraneEdges, cast_like, membrane_edges, membrane_solve
@@ -106,6 +108,23 @@ def _from_space(value: np.ndarray, space: str) -> np.ndarray:
     return np.exp(value) if space == "log" else value
 
 
+def steered_membrane(
+    values_NC: np.ndarray,
+    hole_HW: np.ndarray,
+    dirichlet: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    metric: str = "sphere",
+) -> tuple[np.ndarray, int]:
+    """The membrane over `hole_HW` (n, C, np.nonzero's order) of `values_NC` (H W, C: the known pixels' values),
+    Dirichlet only on the edges to known pixels that `dirichlet(hole pixel's number_E, neighbour's flat_E)`
+    keeps (bool_E), Neumann on the others; a part of the hole that keeps none gets its plain membrane. Also
+    returns how many parts fell back."""
+    edges = membrane_edges(hole_HW, metric)
+    n_parts, part = hole_parts(edges)
+    p, flat = _outer(edges)
+    keep, fell_back = _with_fallback(dirichlet(p, flat), part[p], n_parts)
+    return membrane_solve(values_NC, edges, _outer_weights(keep, edges)), fell_back
+
+
 def fill_depth_from_background(
     depth_HW: np.ndarray,
     valid_HW: np.ndarray,
@@ -122,15 +141,16 @@ def fill_depth_from_background(
     out = depth_HW.astype(np.float64).copy()
     if not hole.any():
         return out, 0
-    edges = membrane_edges(hole, metric)
-    n_parts, part = hole_parts(edges)
-    p, flat = _outer(edges)
-    background = background_boundary(np.log(out.reshape(-1)[flat]), flat, hole.shape, window, split)
-    keep, fell_back = _with_fallback(background, part[p], n_parts)
+    log_depth = np.log(np.where(valid_HW, out, 1.0)).reshape(-1)
     values = np.zeros((hole.size, 1))
     values[valid_HW.reshape(-1), 0] = _to_space(out[valid_HW], depth_space)
-    solved = membrane_solve(values, edges, _outer_weights(keep, edges))[:, 0]
-    out[hole] = _from_space(solved, depth_space)  # np.nonzero's order, as the system's rows
+    solved, fell_back = steered_membrane(
+        values,
+        hole,
+        lambda p, flat: background_boundary(log_depth[flat], flat, hole.shape, window, split),
+        metric,
+    )
+    out[hole] = _from_space(solved[:, 0], depth_space)  # np.nonzero's order, as the system's rows
     return out, fell_back
 
 
@@ -148,15 +168,14 @@ def fill_rgb_on_surface(
     hole = ~known_HW
     if not hole.any():
         return rgb.copy()
-    edges = membrane_edges(hole, metric)
-    n_parts, part = hole_parts(edges)
-    p, flat = _outer(edges)
-    beside = depth_HW[hole][p]  # np.nonzero's order: the hole pixel of each edge
-    agree = np.abs(depth_HW.reshape(-1)[flat] - beside) <= rgb_tolerance * beside
-    keep, _ = _with_fallback(agree, part[p], n_parts)
+    flat_depth, hole_depth = depth_HW.reshape(-1), depth_HW[hole]  # hole_depth in np.nonzero's order
+
+    def agrees(p: np.ndarray, flat: np.ndarray) -> np.ndarray:
+        return np.abs(flat_depth[flat] - hole_depth[p]) <= rgb_tolerance * hole_depth[p]
+
     values = rgb.reshape(hole.size, -1).astype(np.float64)
     out = values.copy()
-    out[np.flatnonzero(hole)] = membrane_solve(values, edges, _outer_weights(keep, edges))
+    out[np.flatnonzero(hole)] = steered_membrane(values, hole, agrees, metric)[0]
     return cast_like(out.reshape(rgb.shape), rgb.dtype)
 
 
