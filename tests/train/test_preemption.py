@@ -1,6 +1,7 @@
 """Graceful stops of `panowan train` (issue 21, fault matrix part B): SIGTERM to a running CLI process
 checkpoints the step it stops at, exits 0 and the same command resumes bit for bit; SIGINT in process;
-a signal seen by one of two gloo ranks stops both at the same step; a second signal kills at once."""
+a signal seen by one of two gloo ranks stops both at the same step; a second signal kills at once (a bare
+`StopRequest`, and `panowan train`, whose run then still resumes)."""
 
 from __future__ import annotations
 
@@ -155,3 +156,22 @@ def test_a_second_signal_kills_at_once(tmp_path) -> None:
     proc.send_signal(signal.SIGINT)  # the other kind counts as a second signal too
     assert proc.wait(timeout=10) == -signal.SIGINT  # killed by it: the shell reports 130
     assert time.monotonic() - start < 5
+
+
+def test_a_second_sigterm_kills_train_at_once_and_the_run_still_resumes(rooms, tmp_path) -> None:
+    out = tmp_path / "killed"
+    proc = start_cli(rooms, out)
+    wait_for_step(proc, out, 1)
+    proc.send_signal(signal.SIGTERM)
+    for line in proc.stdout:  # the first one is only noted ...
+        if "received SIGTERM: stopping at the next safe point" in line:
+            break
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)  # ... the second one ends it, wherever it is (a step, a save)
+    assert proc.wait(timeout=10) == -signal.SIGTERM
+    assert time.monotonic() - start < 2
+    proc.stdout.close()
+    # Whatever it left is whole or invisible (a checkpoint it was writing has no marker): the rerun goes on.
+    result = train(make_config(rooms, out, **SETTINGS))
+    assert result.step == SETTINGS["max_train_steps"] and result.stopped_by is None
+    assert [m["step"] for m in metrics(out)] == list(range(1, result.step + 1))
