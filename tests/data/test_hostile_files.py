@@ -201,6 +201,19 @@ def test_non_finite_ground_truth_or_view0_depth_is_refused(data_copy, name, valu
     assert str(bad) in message and name in message and f"1 {kind} values" in message, message
 
 
+@pytest.mark.parametrize("value, kind", [(np.nan, "NaN"), (np.inf, "inf"), (-3.0, "negative")])
+def test_prepare_refuses_view0_depth_the_dataset_would_refuse(data_copy, value, kind):
+    """`panowan prepare` applies the dataset's rule to view 0's depth, so a room never prepares fine and then
+    fails when read."""
+    from panowan.data.prepare import prepare_room
+
+    bad = rooms_of(data_copy)[0]
+    _poke(bad / "input/panorama_0000_depth.npy", value)
+    with pytest.raises(RoomError, match=f"1 {kind} values") as err:
+        prepare_room(bad, overwrite=True)
+    assert "input/panorama_0000_depth.npy" in str(err.value)
+
+
 @pytest.mark.parametrize("with_masks", [True, False])
 def test_non_finite_conditioning_depth_at_holes_is_a_hole(data_copy, with_masks):
     """0, NaN and inf all mean "hole" in a conditioning depth: the sample is the same, finite, bit for bit."""

@@ -24,6 +24,7 @@ import numpy as np
 
 from panowan.data.io import read_depth, read_rgb
 from panowan.data.layout import RoomError, RoomPaths, discover_views, scan_rooms
+from panowan.data.room_checks import check_full_depth
 from panowan.geometry.pose import PoseFormat, load_pose, stack_poses
 from panowan.utils.signals import StopRequest
 
@@ -87,9 +88,9 @@ def prepare_room(
     if width != 2 * height:
         raise RoomError(paths.root, paths.ref_rgb, f"panorama is {height}x{width} (HxW), not 2:1")
     depth = read_depth(paths.ref_depth, (height, width), room=paths.root)
-    hole = ~np.isfinite(depth) | (depth <= 0)
-    if np.any(depth[np.isfinite(depth)] < 0):
-        raise RoomError(paths.root, paths.ref_depth, "depth has negative values")
+    # The dataset's rule for view 0 (room_checks.check_full_depth): NaN / inf / negative refused, 0 a hole;
+    # a room that prepared fine must not fail later when read.
+    hole = ~check_full_depth(depth, paths, paths.ref_depth)
     if hole.all():
         raise RoomError(paths.root, paths.ref_depth, "depth has no valid pixel")
     poses = []
