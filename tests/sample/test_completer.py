@@ -134,3 +134,24 @@ def test_attention_backend_is_checked_before_loading():
         infer_cmd.attention_backend("no-such-kernel")
     with infer_cmd.attention_backend("native"):  # diffusers' own SDPA path: accepted, usable as a context
         pass
+
+
+def test_known_depth_is_pasted_back_in_metres_as_read(completer, prepared_root, tmp_path):
+    """Known pixels keep the input's depth exactly, also where a target view sees farther than the room's
+    normalised depth range (built from view 0) reaches: the composite uses the metric condition, not the
+    clamped normalised one."""
+    import shutil
+
+    room = tmp_path / "rooms" / ROOM
+    shutil.copytree(prepared_root / ROOM, room)
+    cond = room / "input" / "pano0000_to_pano0002_depth_range.npy"
+    depth = np.load(cond)
+    known = depth > 0
+    far = np.argwhere(known)[0]
+    depth[tuple(far)] = 1000.0  # far beyond anything view 0 saw: clamped by the normalisation
+    np.save(cond, depth)
+    result = completer.complete(room, steps=1, seed=5, sampler="euler")
+    i = result.views.index(2)
+    got = result.depth[i]
+    assert result.mask[i][tuple(far)] and got[tuple(far)] == np.float32(1000.0)
+    assert np.array_equal(got[known], depth[known].astype(np.float32))

@@ -59,7 +59,7 @@ def _sample(seed: int) -> Sample:
     return Sample(
         rgb=torch.rand(5, 3, H, W, generator=g), depth=torch.rand(5, 1, H, W, generator=g),
         depth_valid=torch.rand(5, 1, H, W, generator=g) > 0.1, cond_rgb=torch.rand(5, 3, H, W, generator=g),
-        cond_depth=torch.rand(5, 1, H, W, generator=g), mask=(torch.rand(5, 1, H, W, generator=g) > 0.5).float(),
+        cond_depth=torch.rand(5, 1, H, W, generator=g), cond_depth_m=torch.rand(5, 1, H, W, generator=g), mask=(torch.rand(5, 1, H, W, generator=g) > 0.5).float(),
         plucker=plucker_erp(relative_poses(poses), H, W), prompt=f"room {seed}", room_id=f"a/r{seed}",
         view_indices=[0, 1, 2, 3, 4], depth_norm=DepthNorm(0.5, 1.0),
     )  # fmt: skip

@@ -247,7 +247,8 @@ class RoomDataset(torch.utils.data.Dataset):
         stacked = {k: torch.from_numpy(np.stack([f[k] for f in frames])) for k in frames[0]}
         return Sample(
             rgb=stacked["rgb"], depth=stacked["depth"], depth_valid=stacked["depth_valid"],
-            cond_rgb=stacked["cond_rgb"], cond_depth=stacked["cond_depth"], mask=stacked["mask"],
+            cond_rgb=stacked["cond_rgb"], cond_depth=stacked["cond_depth"], cond_depth_m=stacked["cond_depth_m"],
+            mask=stacked["mask"],
             plucker=torch.cat([self._view_plucker(index, views[0], v, height, width) for v in views]),
             prompt=info.prompt, room_id=paths.room_id, view_indices=list(views), depth_norm=norm,
         )  # fmt: skip
@@ -320,6 +321,7 @@ class RoomDataset(torch.utils.data.Dataset):
             "depth_valid": gt_valid[None],
             "cond_rgb": self._fill_holes(cond_rgb, mask, cond_depth[..., 0], depth_known),
             "cond_depth": self._depth_condition(cond_depth[..., 0], depth_known, norm),
+            "cond_depth_m": np.where(depth_known, cond_depth[..., 0], 0)[None].astype(np.float32),
             "mask": mask[None].astype(np.float32),
         }
 

@@ -9,6 +9,9 @@ Contract (docs/ARCHITECTURE.md). One `Sample` is one room, F selected views (F =
 - `cond_rgb` [F,3,H,W] float32 in [-1, 1]: view 0 reprojected into each view, unknown pixels 0 (or, with
   `cond_fill="telea"` or "ns", OpenCV's fill of them); view 0 is its full input panorama.
 - `cond_depth` [F,1,H,W] float32: normalised reprojected range, unknown 0 (or `cond_depth_fill`'s fill).
+- `cond_depth_m` [F,1,H,W] float32: the same known range in metres, unclamped, 0 where no depth is known: what
+  a completion pastes back at known pixels (a target view can see nearer or farther than the normalised
+  range, built from view 0, reaches; the clamped `cond_depth` would move those pixels).
 - `mask` [F,1,H,W] float32: 1 where the conditioning is known; all ones for view 0.
 - `plucker` [F,6,H,W] float32: Plücker maps relative to view 0.
 - `prompt` (description.txt), `room_id` ("area/room"), `view_indices` (original view numbers, model
@@ -88,6 +91,7 @@ class Sample:
     depth_valid: torch.Tensor
     cond_rgb: torch.Tensor
     cond_depth: torch.Tensor
+    cond_depth_m: torch.Tensor
     mask: torch.Tensor
     plucker: torch.Tensor
     prompt: str
@@ -105,6 +109,7 @@ class Batch:
     depth_valid: torch.Tensor
     cond_rgb: torch.Tensor
     cond_depth: torch.Tensor
+    cond_depth_m: torch.Tensor
     mask: torch.Tensor
     plucker: torch.Tensor
     prompt: list[str]

@@ -133,6 +133,7 @@ def known_frames(sample, completed: Mapping[int, tuple[torch.Tensor, torch.Tenso
     frames: their completion is the condition (RGB in [-1, 1]; depth normalised by the room's `DepthNorm`,
     clamped to [-1, 1], 0 where it has none) and their mask is all ones. The ground-truth fields are kept."""
     cond_rgb, cond_depth, mask = sample.cond_rgb.clone(), sample.cond_depth.clone(), sample.mask.clone()
+    cond_depth_m = sample.cond_depth_m.clone()
     for i, view in enumerate(sample.view_indices):
         if view not in completed:
             continue
@@ -142,8 +143,11 @@ def known_frames(sample, completed: Mapping[int, tuple[torch.Tensor, torch.Tenso
         normalised = sample.depth_norm.normalize(torch.where(valid, depth, torch.ones_like(depth)))
         cond_rgb[i] = (rgb.to(cond_rgb.dtype) * 2 - 1).clamp(-1, 1)
         cond_depth[i] = torch.where(valid, normalised.clamp(-1, 1), torch.zeros_like(depth))
+        cond_depth_m[i] = torch.where(valid, depth, torch.zeros_like(depth))
         mask[i] = 1
-    return dataclasses.replace(sample, cond_rgb=cond_rgb, cond_depth=cond_depth, mask=mask)
+    return dataclasses.replace(
+        sample, cond_rgb=cond_rgb, cond_depth=cond_depth, cond_depth_m=cond_depth_m, mask=mask
+    )
 
 
 @dataclass

@@ -222,9 +222,10 @@ def finish_completion(
     rgb_out, depth_out = raw_rgb, raw_depth
     if composite:
         cond_rgb = (sample.cond_rgb.clamp(-1, 1) + 1) / 2
-        cond_depth = sample.depth_norm.denormalize(sample.cond_depth).float()
+        # Known depth in metres as read (Sample.cond_depth_m), not through the clamped normalised condition.
+        cond_depth = sample.cond_depth_m.float()
         rgb_out = torch.where(known, cond_rgb, raw_rgb)
-        depth_out = torch.where(known, cond_depth, raw_depth)
+        depth_out = torch.where(known & (cond_depth > 0), cond_depth, raw_depth)
     return Completion(
         room_id=sample.room_id, view_indices=list(sample.view_indices), rgb_F3HW=rgb_out, depth_m_F1HW=depth_out,
         raw_rgb_F3HW=raw_rgb, raw_depth_m_F1HW=raw_depth, mask_F1HW=sample.mask.clone(),

@@ -22,7 +22,7 @@ import torch
 from panowan.geometry.pose import Pose, yaw_matrix
 
 # Per-view maps of a Batch that roll with the view (each B,F,C,H,W).
-ROLLED_FIELDS = ("rgb", "depth", "depth_valid", "cond_rgb", "cond_depth", "mask")
+ROLLED_FIELDS = ("rgb", "depth", "depth_valid", "cond_rgb", "cond_depth", "cond_depth_m", "mask")
 
 
 def shift_angle(shift_px: int | torch.Tensor, width: int) -> torch.Tensor:
