@@ -126,7 +126,7 @@ def test_harmonic_baseline_runs_and_is_evaluated(prepared_root, tmp_path):
     from panowan.eval.baselines import BASELINES, CLASSICAL_FILLS, run_baseline
     from panowan.eval.metrics import INPAINTING_BASELINES, PSNR_CAP, evaluate_dir
 
-    assert "harmonic" in BASELINES and INPAINTING_BASELINES == CLASSICAL_FILLS == ("telea", "ns", "harmonic")
+    assert "harmonic" in BASELINES and INPAINTING_BASELINES == CLASSICAL_FILLS == ("telea", "ns", "harmonic", "depth_steered")
     run_baseline(prepared_root, tmp_path / "harmonic", "harmonic")
     res = evaluate_dir(tmp_path / "harmonic", prepared_root)
     hole = res["mean"]["hole"]
@@ -146,10 +146,10 @@ def test_bare_baselines_flag_means_every_baseline():
             build_parser().parse_args(["eval", "--pred_dir", "p", "--data_root", "d", *flags]).baselines
         )
 
-    assert chosen("--baselines") == ["telea", "ns", "harmonic", "copy"]
+    assert chosen("--baselines") == ["telea", "ns", "harmonic", "depth_steered", "copy"]
     assert chosen() == [] and chosen("--baselines", "ns") == ["ns"]
     parse = build_parser().parse_args
-    assert parse(["demo"]).baselines == ["telea", "ns", "harmonic", "copy"]
+    assert parse(["demo"]).baselines == ["telea", "ns", "harmonic", "depth_steered", "copy"]
 
 
 # ------------------------------------------------------------------------- the best classical fill

@@ -465,6 +465,6 @@ def test_selective_checkpointing_with_a_budget_trains_like_none(rooms, tmp_path)
         assert math.isclose(a["loss"], b["loss"], rel_tol=1e-6), (a["loss"], b["loss"])
     assert_same_weights(weights(ckpt, 2), weights(plain, 2), atol=1e-6)
     with pytest.raises(ValueError, match="checkpoint_fraction"):
-        make_config(rooms, tmp_path / "bad", checkpoint_fraction=2.0)
+        make_config(rooms, tmp_path / "bad", gradient_checkpointing=True, checkpoint_fraction=2.0)
     with pytest.warns(UserWarning, match="ignored without --gradient_checkpointing"):
         make_config(rooms, tmp_path / "ignored", checkpoint_policy="selective")
