@@ -126,7 +126,12 @@ def test_harmonic_baseline_runs_and_is_evaluated(prepared_root, tmp_path):
     from panowan.eval.baselines import BASELINES, CLASSICAL_FILLS, run_baseline
     from panowan.eval.metrics import INPAINTING_BASELINES, PSNR_CAP, evaluate_dir
 
-    assert "harmonic" in BASELINES and INPAINTING_BASELINES == CLASSICAL_FILLS == ("telea", "ns", "harmonic", "depth_steered")
+    assert "harmonic" in BASELINES and INPAINTING_BASELINES == CLASSICAL_FILLS == (
+        "telea",
+        "ns",
+        "harmonic",
+        "depth_steered",
+    )
     run_baseline(prepared_root, tmp_path / "harmonic", "harmonic")
     res = evaluate_dir(tmp_path / "harmonic", prepared_root)
     hole = res["mean"]["hole"]
