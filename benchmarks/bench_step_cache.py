@@ -85,9 +85,8 @@ def main(argv: list[str] | None = None) -> dict:
         rows[f"{threshold:g}"] = {
             **{k: v for k, v in r.items() if k != "pred"},
             "psnr_vs_uncached": None if threshold == 0 else round(psnr_between(base["pred"], r["pred"]), 2),
-            "hole_psnr_change_db": None
-            if r["hole_psnr"] is None
-            else round(r["hole_psnr"] - base["hole_psnr"], 3),
+            "hole_psnr_change_db": round(r["hole_psnr"] - base["hole_psnr"], 3),
+            "denoise_speedup": round(base["denoise_seconds"] / r["denoise_seconds"], 3),
         }
     result = {"args": vars(args), "date": time.strftime("%Y-%m-%d"), "runs": rows}
     path = Path(args.json) if args.json else Path(args.work) / "step_cache.json"
