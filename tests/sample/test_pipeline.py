@@ -306,23 +306,30 @@ def test_untrained_default_warns(monkeypatch, tmp_path):
 
 
 def test_guidance_runs_unconditional_pass(prepared_root, tmp_path, monkeypatch):
-    """guidance 2 doubles the model calls of guidance 1 (the negative-prompt pass)."""
+    """guidance 2 adds the negative-prompt pass: beside the conditional one in a forward of batch 2 (the
+    default), or as a second forward per step (--no_batch_guidance); both give the same completion."""
     from panowan.models.dual_stream import DualStreamWan
 
     calls = []
     original = DualStreamWan.forward
 
     def counting(self, *a, **k):
-        calls.append(k["text"].abs().sum().item())
+        calls.append([t.abs().sum().item() for t in k["text"]])  # one entry per batch element
         return original(self, *a, **k)
 
     monkeypatch.setattr(DualStreamWan, "forward", counting)
     _infer(prepared_root, tmp_path / "g1", "--guidance_scale", "1")
-    n1 = len(calls)
+    assert [len(c) for c in calls] == [1, 1]
     calls.clear()
     _infer(prepared_root, tmp_path / "g2", "--guidance_scale", "2")
-    assert n1 == 2 and len(calls) == 4
-    assert sum(c == 0 for c in calls) == 2  # the empty negative prompt encodes to zeros
+    assert [len(c) for c in calls] == [2, 2]  # batched: 2 steps, each one forward of cond + uncond
+    assert all(c[0] > 0 and c[1] == 0 for c in calls)  # the empty negative prompt encodes to zeros
+    calls.clear()
+    _infer(prepared_root, tmp_path / "g2s", "--guidance_scale", "2", "--no_batch_guidance")
+    assert [len(c) for c in calls] == [1, 1, 1, 1] and sum(c[0] == 0 for c in calls) == 2
+    for a in sorted((tmp_path / "g2").rglob("panorama_*_depth.npy")):
+        b = np.load(tmp_path / "g2s" / a.relative_to(tmp_path / "g2"))
+        np.testing.assert_allclose(np.load(a), b, rtol=1e-4, atol=1e-5)
 
 
 def test_residual_decoding_gives_the_fill_back_where_the_latents_keep_it(prepared_root):

@@ -144,6 +144,7 @@ class Completer:
         progress: bool = False,
         timer: PhaseTimer | None = None,
         step_cache: float = 0.0,
+        batch_guidance: bool = True,
     ) -> RoomCompletion:
         """Complete every view of `room`: a prepared room folder (`DATA_ROOT/{area}/{room}`), a
         `(RoomDataset, index)` pair (an item of a dataset opened for this model: `sample.rooms.open_rooms`),
@@ -153,7 +154,8 @@ class Completer:
         sampling unless given; guidance > 1 adds an unconditional pass with `negative_prompt`; `composite=False`
         keeps the raw model output at known pixels; `seam_roll=False` does not roll latents across the ERP seam;
         `step_cache` > 0 skips the blocks after the first at steps whose first block barely changed
-        (`models.step_cache`). `timer` receives the seconds of each phase."""
+        (`models.step_cache`); `batch_guidance=False` runs guidance's two passes one after the other instead of
+        as one forward of batch 2. `timer` receives the seconds of each phase."""
         from panowan.data.sample import Sample
 
         steps, sampler = sampling_settings(self.source, steps, sampler)
@@ -163,7 +165,7 @@ class Completer:
             raise ValueError(f"guidance must be >= 1, got {guidance}")
         options = dict(steps=steps, guidance=guidance, sampler=sampler, flow_shift=self.flow_shift,
                        composite=composite, seam_roll=seam_roll, negative_prompt=negative_prompt,
-                       progress=progress, step_cache=step_cache)  # fmt: skip
+                       progress=progress, step_cache=step_cache, batch_guidance=batch_guidance)  # fmt: skip
         if isinstance(room, Sample):
             done = complete_room(
                 self.model, self.codec, self.encoder, room, seed=seed, timer=timer, **options

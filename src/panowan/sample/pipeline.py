@@ -35,7 +35,7 @@ from panowan.models.conditioning import frames_to_video
 from panowan.models.presets import fill_fields
 from panowan.models.step_cache import StepCache
 from panowan.parallel.exchange import STREAMS, other_stream
-from panowan.sample.sampler import roll_w, sample_flow, stream_noise
+from panowan.sample.sampler import guided_velocity, roll_w, sample_flow, stream_noise
 from panowan.utils.timing import PhaseTimer, disabled_timer
 
 DEPTH_PNG_SCALE = 1000.0  # metres -> millimetres in the 16-bit PNG
@@ -81,16 +81,27 @@ def _batched(sample):
 
 
 def model_velocity(
-    model, conditions, plucker_B6FHW, text, image, step_cache: StepCache | None = None
-) -> Callable[..., dict[str, torch.Tensor]]:
+    model, conditions, plucker_B6FHW, text, image, step_cache: StepCache | None = None,
+    negative_text: torch.Tensor | None = None, guidance: float = 1.0,
+) -> Callable[..., dict[str, torch.Tensor]]:  # fmt: skip
     """The sampler's `velocity_fn` for one text / image context: the model's forward at `sigma`.
 
     With seam rolling, conditions roll by `shift` latent columns and the Plücker maps by `8 shift` pixels,
     so every token keeps its own condition and ray; a `step_cache` learns the roll in token columns.
+    With `negative_text`, classifier-free guidance in one forward: the batch holds the conditional and the
+    unconditional input side by side (batch 2B) and the function returns the guided velocity.
     """
     patch_w = model.config.wan["patch_size"][2]
+    both = negative_text is not None
+    if both:
+        text = torch.cat([text, negative_text])
+        image = None if image is None else torch.cat([image, image])
+        plucker_B6FHW = torch.cat([plucker_B6FHW, plucker_B6FHW])
+        conditions = {k: torch.cat([v, v]) for k, v in conditions.items()}
 
     def fn(latents: dict[str, torch.Tensor], sigma: float, shift: int = 0) -> dict[str, torch.Tensor]:
+        if both:
+            latents = {k: torch.cat([v, v]) for k, v in latents.items()}
         cond = roll_w({k: conditions[k] for k in latents}, shift)
         plucker = torch.roll(plucker_B6FHW, SPATIAL * shift, dims=-1) if shift else plucker_B6FHW
         b = next(iter(latents.values())).shape[0]
@@ -99,8 +110,13 @@ def model_velocity(
             assert shift % patch_w == 0, "seam offsets are whole token columns (seam_granularity)"
             step_cache.shift_columns = shift // patch_w
         with torch.no_grad():
-            return model(noisy=latents, condition=cond, timestep=timestep, plucker=plucker, text=text,
-                         image=image, step_cache=step_cache)  # fmt: skip
+            out = model(noisy=latents, condition=cond, timestep=timestep, plucker=plucker, text=text,
+                        image=image, step_cache=step_cache)  # fmt: skip
+        if not both:
+            return out
+        halves = {k: v.chunk(2) for k, v in out.items()}
+        return guided_velocity({k: c for k, (c, _) in halves.items()}, {k: u for k, (_, u) in halves.items()},
+                               guidance)  # fmt: skip
 
     return fn
 
@@ -137,6 +153,7 @@ def complete_room(
     progress: bool = True,
     timer: PhaseTimer | None = None,
     step_cache: float = 0.0,
+    batch_guidance: bool = True,
 ) -> Completion:
     """Complete every view of one `Sample` (one room). See the module docstring.
 
@@ -145,7 +162,9 @@ def complete_room(
     `panowan.utils.timing.PhaseTimer`) receives the seconds of the phases "vae_encode", "encoders" (text +
     image), "denoise" and "vae_decode"; nothing of it goes into the `Completion`. `step_cache` > 0 skips the
     blocks after the first at steps where the first block's residual changed by less than that (relative L1;
-    `models.step_cache`); the steps it skipped are recorded in the settings.
+    `models.step_cache`); the steps it skipped are recorded in the settings. `batch_guidance` (guidance > 1)
+    runs the conditional and the unconditional pass as one forward of batch 2 (fewer, larger kernels; the
+    activations of two passes in memory at once); False runs them one after the other.
     """
     timer = timer or disabled_timer()
     param = next(model.parameters())
@@ -162,15 +181,22 @@ def complete_room(
     shape = (shape[0], shape[1] - 4, *shape[2:])
     noise = stream_noise(dict.fromkeys(local, shape), seed, dtype=dtype, device=device)
     caches = [StepCache(step_cache) for _ in range(2)] if step_cache > 0 else [None, None]  # cond, uncond
-    cond_fn = model_velocity(model, conditions, plucker, text, image, caches[0])
-    uncond_fn = None
+    cond_fn, uncond_fn, sampler_guidance = (
+        model_velocity(model, conditions, plucker, text, image, caches[0]),
+        None,
+        1.0,
+    )
     if guidance > 1:
         with timer.phase("encoders"):
             neg_text, _ = _encode(encoder, negative_prompt, first_frame, device, dtype)
-        uncond_fn = model_velocity(model, conditions, plucker, neg_text, image, caches[1])
+        if batch_guidance:  # one forward of batch 2 returns the guided velocity
+            cond_fn = model_velocity(model, conditions, plucker, text, image, caches[0], neg_text, guidance)
+        else:
+            uncond_fn = model_velocity(model, conditions, plucker, neg_text, image, caches[1])
+            sampler_guidance = guidance
     with timer.phase("denoise"):
         latents = sample_flow(
-            cond_fn, noise, steps=steps, sampler=sampler, flow_shift=flow_shift, guidance=guidance,
+            cond_fn, noise, steps=steps, sampler=sampler, flow_shift=flow_shift, guidance=sampler_guidance,
             uncond_fn=uncond_fn, seam_roll=seam_roll, progress=progress, desc=sample.room_id,
         )  # fmt: skip
         if set(latents) != set(STREAMS):  # one stream per rank: the peer's final latents complete the pair
