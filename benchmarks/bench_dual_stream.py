@@ -36,7 +36,15 @@ from panowan.models.presets import get_preset
 from panowan.parallel.exchange import LocalExchange
 from panowan.parallel.grad_sync import sync_gradients
 from panowan.parallel.groups import StreamGroups, init_distributed
-from wan_bench_utils import Shape, build_random_wan, forward_flops, random_inputs, summary, time_cuda
+from wan_bench_utils import (
+    Shape,
+    add_shape_args,
+    build_random_wan,
+    forward_flops,
+    random_inputs,
+    summary,
+    time_cuda,
+)
 
 TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
@@ -269,10 +277,7 @@ def bench_system(args, groups: StreamGroups, device, train_steps: bool = True) -
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="wan2.1-i2v-14b", help="model preset (random weights)")
-    p.add_argument("--frames", type=int, default=17, help="views (pixel frames), 4k+1")
-    p.add_argument("--height", type=int, default=720, help="panorama height; width is 2x")
-    p.add_argument("--lora_rank", type=int, default=32, help="LoRA rank on attention projections")
+    add_shape_args(p)
     p.add_argument("--steps", type=int, default=3, help="timed training steps")
     p.add_argument("--warmup", type=int, default=1, help="untimed warm-up steps")
     p.add_argument("--forward_iters", type=int, default=3, help="timed inference forwards")

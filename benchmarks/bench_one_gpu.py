@@ -33,7 +33,7 @@ from panowan.models.dual_stream import DualStreamWan
 from panowan.models.lora import add_lora, freeze_base, trainable_parameter_groups
 from panowan.models.presets import get_preset
 from panowan.parallel.exchange import LocalExchange
-from wan_bench_utils import Shape, build_random_wan, summary, time_cuda
+from wan_bench_utils import Shape, add_shape_args, build_random_wan, summary, time_cuda
 
 
 def log(msg: str) -> None:
@@ -184,10 +184,7 @@ def bench_infer(args, device) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="wan2.1-1.3b-i2v", help="model preset (random weights)")
-    p.add_argument("--frames", type=int, default=17, help="views (pixel frames), 4k+1")
-    p.add_argument("--height", type=int, default=720, help="panorama height; width is 2x")
-    p.add_argument("--lora_rank", type=int, default=32, help="LoRA rank on attention projections")
+    add_shape_args(p, "wan2.1-1.3b-i2v")
     p.add_argument("--phases", default="train,infer", help="comma list: train, infer")
     p.add_argument("--variants", default="eager-full,compiled-full,compiled-selective,compiled-selective-0.75",
                    help="dual-stream training settings to time: (eager|compiled)-(full|selective)[-FRACTION]")  # fmt: skip

@@ -78,6 +78,14 @@ def random_inputs(
     return x, timestep, text, image
 
 
+def add_shape_args(parser, preset: str = "wan2.1-i2v-14b") -> None:
+    """The flags every model benchmark shares: preset, views, height, LoRA rank."""
+    parser.add_argument("--preset", default=preset, help="model preset (random weights)")
+    parser.add_argument("--frames", type=int, default=17, help="views (pixel frames), 4k+1")
+    parser.add_argument("--height", type=int, default=720, help="panorama height; width is 2x")
+    parser.add_argument("--lora_rank", type=int, default=32, help="LoRA rank on attention projections")
+
+
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
