@@ -285,3 +285,28 @@ def test_cached_files_give_the_same_samples_without_rereading(data_copy):
     for path in read:
         path.unlink()
     assert torch.equal(cached[0].rgb, want.rgb) and torch.equal(cached[0].cond_depth, want.cond_depth)
+
+
+def test_rooms_filter_validates_only_the_named_rooms_and_views_pick_a_pass(data_copy):
+    """`rooms=` opens the named folders only (a broken neighbour is never read); `sample(views=)` gives exactly
+    those views and equals `dataset[i]` for the epoch's own selection; bad requests are refused by name."""
+    from panowan.data.dataset import RoomDataset
+
+    all_rooms = sorted(p for p in data_copy.glob("*/*") if p.is_dir())
+    keep, broken = all_rooms[0], all_rooms[1]
+    (broken / "input" / "panorama_0000.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError):
+        RoomDataset(data_copy, num_frames=5)
+    one = RoomDataset(data_copy, num_frames=5, rooms=[keep])
+    assert len(one) == 1 and one.rooms[0].paths.root.resolve() == keep.resolve()
+    chosen = one.selected_views(0)
+    same = one.sample(0, one.epoch, views=chosen)
+    assert same.view_indices == chosen and torch.equal(same.cond_rgb, one[0].cond_rgb)
+    other = one.sample(0, one.epoch, views=[0, 2, 3, 4, 5])
+    assert other.view_indices == [0, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match="must start with view 0"):
+        one.sample(0, 0, views=[1, 2, 3, 4, 5])
+    with pytest.raises(ValueError, match=r"no views \[9\]"):
+        one.sample(0, 0, views=[0, 1, 2, 3, 9])
+    with pytest.raises(ValueError, match="not room folders of this data root"):
+        RoomDataset(data_copy, num_frames=5, rooms=[data_copy / "nowhere" / "room"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -137,6 +137,8 @@ class RoomDataset(torch.utils.data.Dataset):
     cache_files: keep every decoded file, and every view's arrays and Plücker map, in memory after their
     first use (for small panoramas, whose loading otherwise dominates a GPU step; memory grows to the
     processed data set, about 30 bytes a pixel a view).
+    rooms: only these room folders of `data_root` (paths; the others are listed but never validated, so a
+    large or partly broken data root costs nothing); None: every room.
     """
 
     def __init__(
@@ -153,6 +155,7 @@ class RoomDataset(torch.utils.data.Dataset):
         cache_files: bool = False,
         cond_fill: Literal["zero", "telea", "ns"] = "zero",
         cond_depth_fill: Literal["zero", "telea", "ns"] = "zero",
+        rooms: Sequence[str | os.PathLike] | None = None,
     ) -> None:
         if num_frames < MIN_VIEWS or (num_frames - 1) % 4:
             raise ValueError(
@@ -179,7 +182,7 @@ class RoomDataset(torch.utils.data.Dataset):
         self._frames: dict[tuple[int, int, int], dict[str, np.ndarray]] = {}
         self.rooms: list[RoomInfo] = []
         scan = scan_data_root(data_root)  # empty folders and second paths to a room: counted, not rooms
-        found = scan.rooms
+        found = scan.rooms if rooms is None else _only(scan.rooms, rooms, data_root)
         self.summary: dict = {
             "rooms_found": len(found),
             "rooms_used": 0,
@@ -231,11 +234,13 @@ class RoomDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> Sample:
         return self.sample(index, self.epoch)
 
-    def sample(self, index: int, epoch: int) -> Sample:
-        """Room `index` with the views of `epoch` (thread-safe: reads no mutable state but the caches)."""
+    def sample(self, index: int, epoch: int, views: Sequence[int] | None = None) -> Sample:
+        """Room `index` with the views of `epoch`, or exactly `views` (original view numbers in model order,
+        view 0 first: what the passes of `sample.multipass` complete); thread-safe: reads no mutable state but
+        the caches."""
         info = self.rooms[index]
         paths, size = info.paths, info.size
-        views = self.selected_views(index, epoch)
+        views = self.selected_views(index, epoch) if views is None else _checked_views(info, views)
         height = self.height or size[0]
         width = 2 * height
         ref_depth = self._read(read_depth, paths.ref_depth, size, paths.root)
@@ -360,6 +365,24 @@ class RoomDataset(torch.utils.data.Dataset):
             known_depth = np.where(known_HW, depth_HW, 0).astype(np.float32)
             filled = inpaint_erp(known_depth, ~known_HW, self.cond_depth_fill)
         return _normalised(filled, known_HW | (filled > 0), norm)
+
+
+def _only(found: list[Path], rooms: Sequence[str | os.PathLike], data_root) -> list[Path]:
+    """The rooms of `found` that are the folders `rooms`; a folder that is not one of them is refused."""
+    wanted = {Path(r).resolve() for r in rooms}
+    kept = [room for room in found if room.resolve() in wanted]
+    if missing := sorted(str(r) for r in wanted - {room.resolve() for room in kept}):
+        raise ValueError(f"{data_root}: {missing} are not room folders of this data root")
+    return kept
+
+
+def _checked_views(info: RoomInfo, views: Sequence[int]) -> list[int]:
+    views = [int(v) for v in views]
+    if not views or views[0] != info.views[0]:
+        raise ValueError(f"{info.paths.room_id}: a pass must start with view {info.views[0]}, got {views}")
+    if unknown := sorted(set(views) - set(info.views)):
+        raise ValueError(f"{info.paths.room_id}: no views {unknown} (the room has {info.views})")
+    return views
 
 
 def _to_unit(rgb_HW3: np.ndarray) -> np.ndarray:

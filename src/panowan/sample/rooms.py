@@ -7,8 +7,6 @@ the inputs is reported before any model is loaded.
 
 from __future__ import annotations
 
-import copy
-import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,24 +36,6 @@ def open_rooms(data_root: str, rooms: list[str] | None, num_frames: int, resolut
     return dataset, [ids.index(r) for r in rooms]
 
 
-@functools.cache
-def _one_room_dataset() -> type:
-    """`RoomDataset` of one room folder `data_root/{area}/{room}`: the other rooms of its data root are
-    listed but never validated (so a large or partly broken data root costs nothing)."""
-    from panowan.data.dataset import RoomDataset
-
-    class OneRoomDataset(RoomDataset):
-        def __init__(self, room: str | os.PathLike, **kwargs) -> None:
-            self._only = Path(room).resolve()
-            super().__init__(self._only.parent.parent, **kwargs)
-
-        def _add_room(self, room: Path, fmt, skip_bad_rooms: bool) -> None:
-            if Path(room).resolve() == self._only:
-                super()._add_room(room, fmt, skip_bad_rooms)
-
-    return OneRoomDataset
-
-
 def open_room(room: str | os.PathLike, num_frames: int, resolution: int | None, seed: int,
               fills: dict[str, str] | None = None) -> RoomDataset:  # fmt: skip
     """A dataset of the one prepared room folder `room` (`DATA_ROOT/{area}/{room}`), validated; its room is
@@ -64,20 +44,13 @@ def open_room(room: str | os.PathLike, num_frames: int, resolution: int | None, 
     if not folder.is_dir():
         raise ValueError(f"{folder}: room folder does not exist")
     fills = fills or {}
-    return _one_room_dataset()(folder, num_frames=num_frames, height=resolution, seed=seed,
-                                cond_fill=fills.get("rgb", "zero"), cond_depth_fill=fills.get("depth", "zero"))  # fmt: skip
+    from panowan.data.dataset import RoomDataset
+
+    return RoomDataset(folder.resolve().parent.parent, rooms=[folder], num_frames=num_frames, height=resolution,
+                       seed=seed, cond_fill=fills.get("rgb", "zero"), cond_depth_fill=fills.get("depth", "zero"))  # fmt: skip
 
 
 def sample_views(dataset: RoomDataset, index: int, views: Sequence[int]):
     """Room `index` of `dataset` as a `Sample` of exactly `views` (original view numbers, model order, view 0
-    first), assembled by the dataset itself: a shallow copy (sharing its caches) whose frame selection
-    returns `views`. With `views == dataset.selected_views(index)` this is `dataset[index]`, bit for bit."""
-    views = [int(v) for v in views]
-    info = dataset.rooms[index]
-    if not views or views[0] != info.views[0]:
-        raise ValueError(f"{info.paths.room_id}: a pass must start with view {info.views[0]}, got {views}")
-    if unknown := sorted(set(views) - set(info.views)):
-        raise ValueError(f"{info.paths.room_id}: no views {unknown} (the room has {info.views})")
-    chosen = copy.copy(dataset)
-    chosen.selected_views = lambda _index, _epoch=None: list(views)  # instance attribute: shadows the method
-    return chosen.sample(index, dataset.epoch)
+    first; `RoomDataset.sample`). With `views == dataset.selected_views(index)` this is `dataset[index]`."""
+    return dataset.sample(index, dataset.epoch, views=views)
