@@ -130,9 +130,11 @@ def test_step_cache_skips_steps_and_records_them(completer, prepared_root):
 
 
 def test_attention_backend_is_checked_before_loading():
+    from panowan.models.attention import attention_backend
+
     with pytest.raises(ValueError, match=r"not a diffusers backend; one of: .*native"):
-        infer_cmd.attention_backend("no-such-kernel")
-    with infer_cmd.attention_backend("native"):  # diffusers' own SDPA path: accepted, usable as a context
+        attention_backend("no-such-kernel")
+    with attention_backend("native"):  # diffusers' own SDPA path: accepted, usable as a context
         pass
 
 

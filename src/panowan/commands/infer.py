@@ -25,7 +25,6 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 from panowan.sample import model_source as _model_source
 from panowan.sample.model_source import (  # noqa: F401  (re-exported: scripts and tests import them from here)
@@ -119,7 +118,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # ------------------------------------------------------------------------------ model source and rooms
 # The model source, model building and room opening live in the sample layer (`panowan.sample.model_source`,
-# `panowan.sample.rooms`); these names stay importable from here. `ASSETS` here is where this command's
+# `panowan.sample.rooms`); the model's names stay importable from here. `ASSETS` here is where this command's
 # embedded default is looked up (tests point it elsewhere).
 
 
@@ -133,70 +132,18 @@ def resolve_model(args: argparse.Namespace) -> ModelSource:
     return _model_source.resolve_model(args, assets=ASSETS)
 
 
-def open_rooms(data_root: str, rooms: list[str] | None, num_frames: int, resolution: int | None, seed: int,
-               fills: dict[str, str] | None = None):  # fmt: skip
-    """(dataset, indices of the rooms to complete): `panowan.sample.rooms.open_rooms`."""
-    from panowan.sample.rooms import open_rooms as _open_rooms
-
-    return _open_rooms(data_root, rooms, num_frames, resolution, seed, fills)
-
-
-def default_settings(source: ModelSource, args: argparse.Namespace) -> tuple[int, int | None, float]:
-    """num_frames, resolution, flow_shift: flags, else the training run's values, else defaults."""
-    return model_settings(source, args.num_frames, args.resolution, args.flow_shift)
-
-
-def missing_rooms(
-    dataset, indices: list[int], output_dir: str | os.PathLike, settings: dict[str, Any]
-) -> list[int]:
-    """The rooms of `indices` not complete in `output_dir`: complete means every completion file of every
-    view (`room_output_files`) exists and completion.json records these sampling `settings` (so a rerun with
-    another seed, step count, ... redoes the room instead of keeping a stale one; the model is not compared)."""
-    import json
-
-    from panowan.sample.pipeline import room_output_files
-
-    def complete(index: int) -> bool:
-        info = dataset.rooms[index]
-        files = room_output_files(Path(output_dir) / info.paths.room_id, info.views)
-        if not all(f.is_file() for f in files):
-            return False
-        try:
-            recorded = json.loads(files[-1].read_text(encoding="utf-8"))  # completion.json
-        except (OSError, json.JSONDecodeError):
-            return False
-        return all(recorded.get(k) == v for k, v in settings.items())
-
-    return [i for i in indices if not complete(i)]
-
-
-def _agree_on_rooms(indices: list[int], groups) -> list[int]:
-    """Rank 0's list of rooms to complete, on every rank: each rank scanned the output folder on its own,
-    and rank 0 scanned before any rank could have written (they all wait for its list here)."""
-    import torch.distributed as dist
-
-    if groups is None:
-        return indices
-    box = [indices]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def _agreed_stop(stop: StopRequest | None, groups, device) -> bool:
-    """Whether to stop after this room, the same on both ranks of a pair (they complete rooms together:
-    one stopping alone would leave its peer waiting in the exchange). A peer's signal is recorded in `stop`."""
+    """Whether to stop after this room, the same on both ranks of a pair (they complete rooms together: one
+    stopping alone would leave its peer waiting in the exchange). A peer's signal is recorded in `stop`."""
     if stop is None:
         return False
-    signum = stop.signum or 0
-    if groups is not None:
-        import torch
-        import torch.distributed as dist
+    if groups is None:
+        return bool(stop.signum)
+    from panowan.parallel.groups import max_over_ranks
 
-        flag = torch.tensor([signum], dtype=torch.int64, device=device)  # NCCL: CUDA tensors; gloo: CPU
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=groups.pair_group)
-        signum = int(flag.item())
-        if signum:
-            stop.request(signum)
+    signum = max_over_ranks(stop.signum or 0, device, groups.pair_group)
+    if signum:
+        stop.request(signum)
     return bool(signum)
 
 
@@ -210,8 +157,10 @@ def _infer(args: argparse.Namespace, stop: StopRequest | None) -> tuple[list[Pat
     """`infer`, and how many of this rank's rooms were left undone by a stop."""
     import torch
 
+    from panowan.models.attention import attention_backend
     from panowan.sample.completer import Completer
-    from panowan.utils.timing import PhaseTimer
+    from panowan.sample.rooms import missing_rooms, open_rooms
+    from panowan.utils.timing import PhaseTimer, memory_record, write_timings
 
     started = time.perf_counter()
 
@@ -224,7 +173,9 @@ def _infer(args: argparse.Namespace, stop: StopRequest | None) -> tuple[list[Pat
     backend = attention_backend(args.attention_backend)
     source = resolve_model(args)
     steps, sampler = sampling_settings(source, args.num_inference_steps, args.sampler)
-    num_frames, resolution, flow_shift = default_settings(source, args)
+    num_frames, resolution, flow_shift = model_settings(
+        source, args.num_frames, args.resolution, args.flow_shift
+    )
     dataset, indices = open_rooms(args.data_root, args.rooms, num_frames, resolution, args.seed,
                                   source.model_config.condition_fills())  # fmt: skip
     if not getattr(args, "overwrite", False):
@@ -239,11 +190,12 @@ def _infer(args: argparse.Namespace, stop: StopRequest | None) -> tuple[list[Pat
     groups = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # torchrun: one stream per rank, pairs of ranks; pair p completes rooms p, p + N, ...
-        from panowan.parallel.groups import StreamGroups, init_distributed
+        from panowan.parallel.groups import StreamGroups, broadcast_from_rank0, init_distributed
 
         device = init_distributed()
         groups = StreamGroups.from_world()
-        indices = _agree_on_rooms(indices, groups)[groups.pair_index :: groups.num_pairs]
+        # Rank 0's list on every rank: it scanned the output folder before any rank could have written.
+        indices = broadcast_from_rank0(indices)[groups.pair_index :: groups.num_pairs]
     else:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = getattr(torch, args.dtype)
@@ -257,34 +209,18 @@ def _infer(args: argparse.Namespace, stop: StopRequest | None) -> tuple[list[Pat
     completer = Completer(model, codec, encoder, source, num_frames=num_frames, resolution=resolution,
                           flow_shift=flow_shift)  # fmt: skip
     writes = groups is None or groups.rank % 2 == 0  # the pair's first rank writes its rooms
-    written = []
-    room_seconds: dict[str, dict[str, float]] = {}
-    left = 0
-    for done, index in enumerate(indices):
-        timer = PhaseTimer(device, enabled=timed)
-        with timer.phase("total"), backend:
-            result = completer.complete(
-                (dataset, index), steps=steps, guidance=args.guidance_scale, seed=args.seed, sampler=sampler,
-                composite=not args.no_composite, seam_roll=not args.no_seam_roll,
-                negative_prompt=args.negative_prompt, progress=True, timer=timer, step_cache=args.step_cache,
-                batch_guidance=not args.no_batch_guidance,
-            )  # fmt: skip
-            if len(result.passes) > 1:
-                log.info("%s: %d views in %d passes", result.room_id, len(result), len(result.passes))
-            if writes:
-                with timer.phase("write"):
-                    # A rewrite cut short must not look complete: completion.json (written last) goes first.
-                    (Path(args.output_dir) / result.room_id / "completion.json").unlink(missing_ok=True)
-                    written.append(result.save(args.output_dir, point_stride=args.point_stride))
-                log.info("wrote %s", written[-1])
-        room_seconds[result.room_id] = timer.seconds
-        if _agreed_stop(stop, groups, device):
-            left = len(indices) - done - 1
-            break
+    with backend:
+        written, room_seconds, left = completer.complete_rooms(
+            dataset, indices, args.output_dir, write=writes, point_stride=args.point_stride, timed=timed,
+            stop=lambda: _agreed_stop(stop, groups, device), steps=steps, guidance=args.guidance_scale,
+            seed=args.seed, sampler=sampler, composite=not args.no_composite, seam_roll=not args.no_seam_roll,
+            negative_prompt=args.negative_prompt, progress=True, step_cache=args.step_cache,
+            batch_guidance=not args.no_batch_guidance,
+        )  # fmt: skip
     if timed:
         record = {"rank": 0 if groups is None else groups.rank, "streams": list(model.local_streams),
                   "writes": writes, "load_model": load_timer.seconds["load_model"], "rooms": room_seconds,
-                  "infer": load_timer.now() - started, **_memory_record(device)}  # fmt: skip
+                  "infer": load_timer.now() - started, **memory_record(device)}  # fmt: skip
         write_timings(args.timings_json, record, groups, {
             "device": str(device), "dtype": args.dtype, "steps": steps, "sampler": sampler,
             "num_frames": num_frames, "resolution": resolution,
@@ -295,62 +231,6 @@ def _infer(args: argparse.Namespace, stop: StopRequest | None) -> tuple[list[Pat
         dist.barrier()
         dist.destroy_process_group()
     return written, left
-
-
-def attention_backend(name: str | None):
-    """diffusers' `attention_backend(name)` context (refusing an unknown name now, before any loading), or a
-    no-op context for None."""
-    import contextlib
-
-    if name is None:
-        return contextlib.nullcontext()
-    from diffusers.models.attention_dispatch import AttentionBackendName
-    from diffusers.models.attention_dispatch import attention_backend as use_backend
-
-    try:
-        AttentionBackendName(name)
-    except ValueError:
-        names = ", ".join(b.value for b in AttentionBackendName)
-        raise ValueError(
-            f"--attention_backend {name!r} is not a diffusers backend; one of: {names}"
-        ) from None
-    return use_backend(name)
-
-
-def _memory_record(device) -> dict[str, Any]:
-    """Peak CUDA memory of this process (GiB), or nothing off CUDA."""
-    import torch
-
-    if device.type != "cuda":
-        return {}
-    return {"peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30,
-            "device_name": torch.cuda.get_device_name(device)}  # fmt: skip
-
-
-def write_timings(path: str, record: dict[str, Any], groups, settings: dict[str, Any]) -> None:
-    """Gather every rank's phase seconds (`record`); rank 0 writes them to `path` (JSON, seconds).
-
-    Top level: the first rank's `load_model`, `infer` (from the command's start to the end of its rooms) and
-    `peak_memory_gib` (the largest of any rank, on CUDA); `rooms` (each room as timed by the rank that wrote
-    it); `ranks` (every rank's own record). Every rank must call this (a collective under torchrun)."""
-    from panowan.utils.atomic import atomic_write_json
-
-    records = [record]
-    if groups is not None:
-        import torch.distributed as dist
-
-        records = [None] * groups.world_size
-        dist.all_gather_object(records, record)
-    if record["rank"] != 0:
-        return
-    first = records[0]
-    out = {**settings, "world_size": len(records), "load_model": first["load_model"], "infer": first["infer"],
-           "rooms": {k: v for r in records if r["writes"] for k, v in r["rooms"].items()}, "ranks": records}  # fmt: skip
-    peaks = [r["peak_memory_gib"] for r in records if "peak_memory_gib" in r]
-    if peaks:
-        out["peak_memory_gib"] = max(peaks)
-        out["device_name"] = first["device_name"]
-    atomic_write_json(path, out)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -136,3 +137,22 @@ class StreamGroups:
             return LocalExchange()
         assert self.peer is not None
         return PointToPointExchange(self.peer, self.local_streams[0], group=self.pair_group)
+
+
+def broadcast_from_rank0(obj: Any) -> Any:
+    """Rank 0's `obj` on every rank (pickled); `obj` itself without torch.distributed."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def max_over_ranks(value: int, device: torch.device, group=None) -> int:
+    """The largest `value` any rank of `group` (default: the world) holds; `value` itself without
+    torch.distributed. The tensor lives on `device`: NCCL reduces CUDA tensors only, gloo CPU ones."""
+    if not dist.is_initialized():
+        return value
+    flag = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
+    return int(flag.item())

@@ -15,6 +15,7 @@ seed write the same files.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ from panowan.sample.multipass import Pass, complete_all_views
 from panowan.sample.pipeline import complete_room, write_room
 from panowan.sample.rooms import open_room
 from panowan.utils.timing import PhaseTimer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -185,6 +188,33 @@ class Completer:
         views = result.completion.view_indices
         room_poses = [info.poses[info.views.index(v)] for v in views]
         return self._result(result.completion, room_poses, result.passes, result.completed_in)
+
+    def complete_rooms(
+        self, dataset, indices: Sequence[int], output_dir: str | os.PathLike, *, write: bool = True,
+        point_stride: int = 1, timed: bool = False, stop=lambda: False, **options: Any,
+    ) -> tuple[list[Path], dict[str, dict[str, float]], int]:  # fmt: skip
+        """Complete rooms `indices` of `dataset` one after the other (`complete(**options)`), saving each under
+        `output_dir` when `write`. `stop()` is asked after every room (True: begin no other). With `timed`,
+        every room's phases are timed (the device synchronised around each). Returns (room folders written,
+        each room's phase seconds, rooms not begun)."""
+        written: list[Path] = []
+        seconds: dict[str, dict[str, float]] = {}
+        for done, index in enumerate(indices):
+            timer = PhaseTimer(self.device, enabled=timed)
+            with timer.phase("total"):
+                result = self.complete((dataset, index), timer=timer, **options)
+                if len(result.passes) > 1:
+                    log.info("%s: %d views in %d passes", result.room_id, len(result), len(result.passes))
+                if write:
+                    with timer.phase("write"):
+                        # A rewrite cut short must not look complete: completion.json (written last) goes first.
+                        (Path(output_dir) / result.room_id / "completion.json").unlink(missing_ok=True)
+                        written.append(result.save(output_dir, point_stride=point_stride))
+                    log.info("wrote %s", written[-1])
+            seconds[result.room_id] = timer.seconds
+            if stop():
+                return written, seconds, len(indices) - done - 1
+        return written, seconds, 0
 
     def _result(self, done, poses, passes: list[Pass], completed_in: list[int]) -> RoomCompletion:
         settings = dict(done.settings)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # light at import: `panowan infer` re-exports `open_rooms` and is loaded for --help
     from panowan.data.dataset import RoomDataset
@@ -54,3 +54,27 @@ def sample_views(dataset: RoomDataset, index: int, views: Sequence[int]):
     """Room `index` of `dataset` as a `Sample` of exactly `views` (original view numbers, model order, view 0
     first; `RoomDataset.sample`). With `views == dataset.selected_views(index)` this is `dataset[index]`."""
     return dataset.sample(index, dataset.epoch, views=views)
+
+
+def missing_rooms(
+    dataset, indices: list[int], output_dir: str | os.PathLike, settings: dict[str, Any]
+) -> list[int]:
+    """The rooms of `indices` not complete in `output_dir`: complete means every completion file of every
+    view (`room_output_files`) exists and completion.json records these sampling `settings` (so a rerun with
+    another seed, step count, ... redoes the room instead of keeping a stale one; the model is not compared)."""
+    import json
+
+    from panowan.sample.pipeline import room_output_files
+
+    def complete(index: int) -> bool:
+        info = dataset.rooms[index]
+        files = room_output_files(Path(output_dir) / info.paths.room_id, info.views)
+        if not all(f.is_file() for f in files):
+            return False
+        try:
+            recorded = json.loads(files[-1].read_text(encoding="utf-8"))  # completion.json
+        except (OSError, json.JSONDecodeError):
+            return False
+        return all(recorded.get(k) == v for k, v in settings.items())
+
+    return [i for i in indices if not complete(i)]

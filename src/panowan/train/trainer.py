@@ -44,6 +44,7 @@ import torch.distributed as dist
 
 from panowan.data.layout import RoomError
 from panowan.models.presets import filled_streams
+from panowan.parallel.groups import max_over_ranks
 from panowan.train import checkpoint as ckpt
 from panowan.train.build import Built as Built
 from panowan.train.build import EmbeddingCache, build_model
@@ -408,10 +409,7 @@ class Trainer:
 
         signum = self.stop.signum or 0
         if self.groups.distributed:
-            # On this rank's device: NCCL reduces CUDA tensors only, gloo CPU ones (self.device is CPU then).
-            flag = torch.tensor([signum], dtype=torch.int64, device=self.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            signum = int(flag.item())
+            signum = max_over_ranks(signum, self.device)
         return signal.Signals(signum).name if signum else None
 
     @contextlib.contextmanager
