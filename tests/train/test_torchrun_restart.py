@@ -6,6 +6,7 @@ About 30 s on 2 idle cores (two rounds of torchrun start-up): marked slow."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -62,6 +63,9 @@ def test_torchrun_restarts_a_dead_rank_from_the_newest_checkpoint(rooms, tmp_pat
             if proc.poll() is None:
                 proc.kill()
     text = log.read_text()
-    assert "PeerFailure: rank 0 of 2" in text and "resumed from" in text and "checkpoint-2 at step 2" in text
+    assert "PeerFailure: rank 0 of 2" in text and "resumed from" in text
+    # The kill lands after step 3; on a loaded machine the ranks may have reached checkpoint-4 by then.
+    resumed = re.search(r"checkpoint-(\d+) at step (\d+)", text)
+    assert resumed and resumed[1] == resumed[2] and int(resumed[1]) in (2, 4), text[-3000:]
     assert losses(out) == losses(tmp_path / "straight")
     assert [s for s, _ in ckpt.complete_checkpoints(out)] == [2, 4, 6, 8]
