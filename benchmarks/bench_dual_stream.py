@@ -144,8 +144,9 @@ def check_placement(args, groups: StreamGroups, device) -> dict:
     return result
 
 
-def bench_baseline(args, device) -> dict:
-    """Plain diffusers single stream: LoRA training step and inference forward."""
+def bench_baseline(args, device, compile_blocks: bool = False) -> dict:
+    """Plain diffusers single stream: LoRA training step and inference forward. `compile_blocks`: with
+    diffusers' own regional compilation (`compile_repeated_blocks`; one more warm-up step compiles)."""
     config = get_preset(args.preset)
     shape = Shape(args.frames, args.height, 2 * args.height)
     model = build_random_wan(config.wan, device, seed=args.seed)
@@ -158,6 +159,8 @@ def bench_baseline(args, device) -> dict:
     for p in trainable:
         p.data = p.data.float()  # LoRA weights and AdamW state in fp32, as in the system
     model.enable_gradient_checkpointing()
+    if compile_blocks:
+        model.compile_repeated_blocks()
     opt = torch.optim.AdamW(trainable, lr=1e-5)
     x, ts, text, image = random_inputs(config.wan, shape, device, seed=args.seed)
     target = torch.randn(1, config.wan["out_channels"], *shape.latent, device=device, dtype=torch.bfloat16)
@@ -172,7 +175,7 @@ def bench_baseline(args, device) -> dict:
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    train = time_cuda(step, args.warmup, args.steps)
+    train = time_cuda(step, args.warmup + compile_blocks, args.steps)
     train_peak = peak_gib()
 
     @torch.no_grad()

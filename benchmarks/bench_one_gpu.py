@@ -120,37 +120,6 @@ def bench_train_variants(args, device, on_result=lambda results: None) -> dict:
     return results
 
 
-def bench_baseline_compiled(args, device) -> dict:
-    """Plain diffusers with its own regional compilation (`compile_repeated_blocks`): the fastest plain
-    training step a user gets from the library, reported beside the uncompiled one."""
-    config = get_preset(args.preset)
-    shape = Shape(args.frames, args.height, 2 * args.height)
-    from peft import LoraConfig
-
-    from wan_bench_utils import random_inputs
-
-    model = build_random_wan(config.wan, device, seed=args.seed)
-    model.requires_grad_(False)
-    model.add_adapter(LoraConfig(r=args.lora_rank, lora_alpha=args.lora_rank, target_modules=list(TARGETS)))
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    for p in trainable:
-        p.data = p.data.float()
-    model.enable_gradient_checkpointing()
-    model.compile_repeated_blocks()
-    opt = torch.optim.AdamW(trainable, lr=1e-5)
-    x, ts, text, image = random_inputs(config.wan, shape, device, seed=args.seed)
-    target = torch.randn(1, config.wan["out_channels"], *shape.latent, device=device, dtype=torch.bfloat16)
-
-    def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            out = model(x, ts, text, image, return_dict=False)[0]
-        torch.nn.functional.mse_loss(out.float(), target.float()).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    return {"train_step": summary(time_cuda(step, 1 + args.warmup, args.steps)), "peak_gib": peak_gib()}
-
-
 def bench_infer(args, device) -> dict:
     config = get_preset(args.preset)
     shape = Shape(args.frames, args.height, 2 * args.height)
@@ -237,7 +206,7 @@ def main() -> None:
         dump({**results, "ratios": ratios}, args.out)
         free()
     if "train" in phases and args.baseline_compiled:  # last: the rows above matter more if time runs out
-        results["baseline_compiled"] = bench_baseline_compiled(args, device)
+        results["baseline_compiled"] = bench_baseline(args, device, compile_blocks=True)
         log(f"baseline compiled: {results['baseline_compiled']}")
         ratios["plain_compiled_vs_plain_step"] = (
             results["baseline_compiled"]["train_step"]["median_s"] / base["train_step"]["median_s"]
