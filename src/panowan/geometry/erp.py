@@ -14,8 +14,10 @@ left neighbour of column u = 0 (the seam wraps).
 
 from __future__ import annotations
 
+import functools
 import math
 
+import numpy as np
 import torch
 
 
@@ -55,6 +57,15 @@ def erp_directions(
     )
     phi, theta = pixel_to_angles(u, v, height, width)
     return angles_to_directions(phi, theta).to(dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def erp_directions_N3(height: int, width: int) -> np.ndarray:
+    """`erp_directions` in float64 as a read-only numpy `N3` (row-major over the pixels), cached per size:
+    for the CPU ray casters (`data.synth`, `data.render`), which cast every pixel of many views of one size."""
+    dirs = erp_directions(height, width, dtype=torch.float64).reshape(-1, 3).numpy()
+    dirs.setflags(write=False)
+    return dirs
 
 
 def directions_to_pixels(dirs: torch.Tensor, height: int, width: int) -> torch.Tensor:

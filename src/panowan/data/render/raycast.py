@@ -16,11 +16,11 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
 from panowan.data.render.mesh_io import FACE, INSTALL_HINT, TEXTURE, VERTEX, MeshData, require_trimesh
+from panowan.geometry.erp import erp_directions_N3
 from panowan.geometry.pose import Pose
 
 log = logging.getLogger(__name__)
@@ -198,22 +198,10 @@ class View:
         return float(valid.min()) if valid.size else float("inf")
 
 
-@lru_cache(maxsize=8)
-def camera_directions(height: int, width: int) -> np.ndarray:
-    """Unit camera-frame directions `N3` of every ERP pixel centre (row-major), cached per size."""
-    import torch
-
-    from panowan.geometry.erp import erp_directions
-
-    dirs = erp_directions(height, width, dtype=torch.float64).reshape(-1, 3).numpy()
-    dirs.setflags(write=False)
-    return dirs
-
-
 def world_directions(pose: Pose, height: int, width: int) -> np.ndarray:
     """Unit world directions `N3` (row-major over the ERP pixels) of a camera at `pose`."""
     # Row vectors: d_world^T = d_cam^T R (einsum: several times faster than BLAS for an N x 3 by 3 x 3 product).
-    return np.einsum("nk,kc->nc", camera_directions(height, width), pose.rotation.numpy())
+    return np.einsum("nk,kc->nc", erp_directions_N3(height, width), pose.rotation.numpy())
 
 
 def render_view(caster: Caster, pose: Pose, height: int, width: int, supersample: int = 1) -> View:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
 from panowan.data.synth.scene import _EPS, Box, Cylinder, Scene, Sphere, shade_material
+from panowan.geometry.erp import erp_directions_N3
 from panowan.geometry.pose import Pose
 
 
@@ -123,13 +122,6 @@ def _object_normal(obj, p_M3: np.ndarray) -> np.ndarray:
     return np.where(cap[:, None] != 0, np.stack((np.zeros_like(cap), cap, np.zeros_like(cap)), 1), radial)
 
 
-@lru_cache(maxsize=8)
-def _directions(height: int, width: int) -> np.ndarray:
-    from panowan.geometry.erp import erp_directions
-
-    return erp_directions(height, width, dtype=__import__("torch").float64).numpy().reshape(-1, 3)
-
-
 def cast_rays(scene: Scene, origin_3: np.ndarray, dirs_N3: np.ndarray):
     """Trace unit world rays from one origin: (t_N, normal_N3, material_id_N), ids 0-2 room, 3+k object k."""
     d = dirs_N3
@@ -159,7 +151,7 @@ def render_view(scene: Scene, pose: Pose, height: int, width: int) -> tuple[np.n
     """
     rotation = pose.rotation.detach().cpu().double().numpy()
     origin = pose.position.detach().cpu().double().numpy()
-    dirs = _directions(height, width) @ rotation  # d_world = R^T d_cam, row-vector form
+    dirs = erp_directions_N3(height, width) @ rotation  # d_world = R^T d_cam, row-vector form
     t, normal, mat = cast_rays(scene, origin, dirs)
     assert np.all(np.isfinite(t)) and np.all(t > 0), "a ray left the closed room"
     points = origin + t[:, None] * dirs
