@@ -71,7 +71,7 @@ def test_residuals_follow_the_seam_roll():
     rest = torch.arange(2 * 3 * 4 * 2, dtype=torch.float32).reshape(1, 24, 2)
     cache.store_rest({"rgb": rest}, grid)  # stored un-rolled: columns rolled back by 1
     cache.shift_columns = 3
-    got = cache.cached_rest(torch.zeros_like(rest), "rgb", grid).reshape(1, *grid, 2)
+    got = cache.cached_rest(torch.zeros_like(rest), "rgb").reshape(1, *grid, 2)
     want = torch.roll(rest.reshape(1, *grid, 2), 2, dims=3)  # -1 then +3
     assert torch.equal(got, want)
 

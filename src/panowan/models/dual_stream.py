@@ -353,7 +353,7 @@ class DualStreamWan(nn.Module):
             if i == 0 and step_cache is not None:
                 first = {n: tokens[n] - states[n].tokens for n in self.local_streams}
                 if step_cache.should_skip(first, grid, self.exchange):
-                    tokens = {n: step_cache.cached_rest(tokens[n], n, grid) for n in self.local_streams}
+                    tokens = {n: step_cache.cached_rest(tokens[n], n) for n in self.local_streams}
                     break
                 after_first = dict(tokens)
         else:

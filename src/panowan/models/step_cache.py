@@ -73,7 +73,7 @@ class StepCache:
             self.first = current
         return skip
 
-    def cached_rest(self, tokens_BSD: torch.Tensor, stream: str, grid: tuple[int, int, int]) -> torch.Tensor:
+    def cached_rest(self, tokens_BSD: torch.Tensor, stream: str) -> torch.Tensor:
         """`tokens + ` the stored rest residual, rolled to this call's offset -> `B,S,D`."""
         b, s, d = tokens_BSD.shape
         rest = self.rest[stream]
