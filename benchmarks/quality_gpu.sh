@@ -5,7 +5,11 @@
 #   stage 1: the ablation (benchmarks/ablation.py: 5 variants x 2 seeds at 128x256, side by side) and, beside it,
 #            the first run of the successor default model at 256x512 (from the v2 default, pixel decoders added);
 #   stage 2: the second run of the default model (from stage 1's export, carried in .gpu/) and its evaluation.
-# Usage: bash benchmarks/quality_gpu.sh 1|2|3 OUT_DIR
+#   stage 4 (session 10): two candidates side by side from v3 on new rooms (seed 3), both with depth-steered RGB
+#            condition fills and the pixel loss on every target view: A keeps v3's decoders (width 16), B has new
+#            ones (width 32, 5 levels, reading camera-frame rays);
+#   stage 5: the better of them (VARIANT=A|B, its export carried in .gpu/) once more, on rooms of seed 4.
+# Usage: bash benchmarks/quality_gpu.sh 1|2|3|4|5 OUT_DIR
 set -euo pipefail
 stage=$1 out=$2
 if [[ -d .whl ]]; then
@@ -44,4 +48,29 @@ if [[ $stage == 3 ]]; then
     --train_seed 2 --steps 3000 --stop_after 230 --lr 2e-4 --sampling_steps 2 --sampler euler "${DM[@]}" \
     > "$out/dm3.log" 2>&1 || echo "dm3 exited $?"
   tar -C /tmp/dm3 -czf "$out/dm3_export.tgz" export
+fi
+# stages 4 and 5 (session 10): see the header
+V4=(--difficulty hard --resolution 256 --batch 16 --hole_weight 3 --rgb_condition_fill depth_steered
+    --depth_condition_fill harmonic --mixed_precision bf16 --eval_rooms 0 --data_workers 14 --workers 6 --rooms 80
+    --pixel_frames 4 --sampling_steps 2 --sampler euler)
+B_DECODER=(--pixel_decoder_width 32 --pixel_decoder_levels 5 --pixel_decoder_rays)
+if [[ $stage == 4 ]]; then
+  python3 scripts/train_default_model.py --work /tmp/v4a --data /tmp/data_s3 --export /tmp/v4a/export \
+    --init_from src/panowan/assets --train_seed 3 --steps 300 --stop_after ${STOP:-400} --lr 3e-4 "${V4[@]}" \
+    > "$out/v4a.log" 2>&1 &
+  python3 scripts/train_default_model.py --work /tmp/v4b --data /tmp/data_s3 --export /tmp/v4b/export \
+    --init_from src/panowan/assets --train_seed 3 --steps 300 --stop_after ${STOP:-400} --lr 5e-4 "${V4[@]}" \
+    "${B_DECODER[@]}" > "$out/v4b.log" 2>&1 || echo "v4b exited $?"
+  wait || true
+  for v in a b; do
+    tar -C /tmp/v4$v -czf "$out/v4${v}_export.tgz" export || true
+    cp /tmp/v4$v/run/metrics.jsonl "$out/v4${v}_metrics.jsonl" || true
+  done
+elif [[ $stage == 5 ]]; then
+  mkdir -p /tmp/v4 && tar -C /tmp/v4 -xzf ".gpu/v4${VARIANT,,}_export.tgz"
+  python3 scripts/train_default_model.py --work /tmp/v5 --export /tmp/v5/export --init_from /tmp/v4/export \
+    --train_seed 4 --steps "${STEPS:-400}" --stop_after ${STOP:-480} --lr "${LR:-3e-4}" "${V4[@]}" \
+    > "$out/v5.log" 2>&1 || echo "v5 exited $?"
+  tar -C /tmp/v5 -czf "$out/v5_export.tgz" export
+  cp /tmp/v5/run/metrics.jsonl "$out/v5_metrics.jsonl" || true
 fi

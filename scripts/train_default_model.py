@@ -89,6 +89,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--pixel_decoder_width", type=int, default=None,
                    help="width of each stream's learnt full-resolution decoder (panowan train "
                         "--pixel_decoder_width); default: the --init_from model's, else 0 (none)")  # fmt: skip
+    p.add_argument("--pixel_decoder_levels", type=int, default=None,
+                   help="U-Net levels of the pixel decoders (panowan train --pixel_decoder_levels)")  # fmt: skip
+    p.add_argument("--pixel_decoder_rays", action=argparse.BooleanOptionalAction, default=None,
+                   help="pixel decoders read camera-frame ray directions (panowan train --pixel_decoder_rays)")  # fmt: skip
     p.add_argument("--pixel_weight", type=float, default=1.0, help="weight of the pixel decoders' loss")
     p.add_argument("--pixel_frames", type=int, default=1,
                    help="target views per sample decoded at full resolution for the pixel loss")  # fmt: skip
@@ -157,6 +161,8 @@ def train_command(args: argparse.Namespace, data: Path, run: Path, steps: int) -
             "--pixel_frames", str(args.pixel_frames),
             *(["--interactions", args.interactions] if args.interactions else []),
             *(["--pixel_decoder_width", str(args.pixel_decoder_width)] if args.pixel_decoder_width is not None else []),
+            *(["--pixel_decoder_levels", str(args.pixel_decoder_levels)] if args.pixel_decoder_levels is not None else []),
+            *({True: ["--pixel_decoder_rays"], False: ["--no-pixel_decoder_rays"]}.get(args.pixel_decoder_rays, [])),
             *(["--init_from", args.init_from] if args.init_from else []),
             *(["--rgb_condition_fill", args.rgb_condition_fill] if args.rgb_condition_fill else []),
             *(["--depth_condition_fill", args.depth_condition_fill] if args.depth_condition_fill else []),

@@ -179,3 +179,51 @@ def test_erp_unet_starts_at_zero_and_wraps_the_seam():
             )
     with pytest.raises(ValueError, match="positive channels"):
         ErpUNet(5, 2, width=0, levels=3)
+
+
+def test_ray_decoder_reads_where_on_the_sphere_and_keeps_its_input_contract():
+    """With `rays` the decoder appends the camera-frame ray directions itself: callers pass the same
+    `decoder_inputs`, the U-Net gets 3 more channels, and its output depends on where the pixel looks (a plain
+    convolution on a constant input cannot tell the floor from the horizon). Rays are the camera's: a yaw roll
+    of a panorama is a turned camera, so the decoder is no longer roll-equivariant, by design."""
+    decoder = PixelDecoder("depth", 4, cross_stream=False, levels=2, rays=True)
+    assert decoder.in_channels == decoder_channels("depth", False) + 3
+    _randomise(decoder)
+    x = torch.zeros(1, decoder_channels("depth", False), 16, 32)  # all holes, constant input
+    with torch.no_grad():
+        out = decoder(x)[0, 0]
+    assert (out[3] - out[12]).abs().max() > 1e-4  # rows above and below the horizon differ
+    from panowan.geometry.erp import erp_directions
+
+    rays = erp_directions(16, 32).permute(2, 0, 1)[None]  # the camera frame's x y z, as geometry.erp defines it
+    with torch.no_grad():
+        torch.testing.assert_close(out, decoder.body(torch.cat([x, rays], dim=1))[0, 0])
+    with pytest.raises(ValueError, match="takes N,3,H,W"):
+        decoder(torch.zeros(1, 6, 16, 32))
+    plain = PixelDecoder("depth", 4, cross_stream=False, levels=2)
+    assert plain.in_channels == decoder_channels("depth", False)
+
+
+def test_init_from_an_export_with_other_decoders_starts_them_fresh(tmp_path):
+    """A run may change the pixel decoders' width, levels or ray input from its --init_from model: everything
+    else loads, the decoders start as the identity, with a warning; any other difference is refused."""
+    from panowan.commands.infer import export_embedded
+    from panowan.models.dual_stream import DualStreamWan
+    from panowan.models.exported import init_from_exported
+    from panowan.models.replicas import tiny_base
+
+    old, _ = tiny_dual_stream(pixel_decoder_width=4)
+    _randomise(old, seed=2)
+    export_embedded(old, {}, tmp_path, compact=False)
+    config = tiny_config(pixel_decoder_width=8, pixel_decoder_levels=2, pixel_decoder_rays=True)
+    new = DualStreamWan.from_base(tiny_base(config, seed=9), config)
+    with pytest.warns(UserWarning, match="pixel decoders differ"):
+        init_from_exported(new, tmp_path)
+    for name, p in new.named_parameters():
+        if not name.startswith("pixel_decoders."):
+            torch.testing.assert_close(p, dict(old.named_parameters())[name], rtol=0, atol=0, msg=name)
+    coarse, cond, mask = _videos()
+    torch.testing.assert_close(new.decode_pixels(coarse, cond, mask)["rgb"], coarse["rgb"], rtol=0, atol=0)
+    other = tiny_config(pixel_decoder_width=8, interactions="pose")
+    with pytest.raises(ValueError, match="differs in"):
+        init_from_exported(DualStreamWan.from_base(tiny_base(other, seed=9), other), tmp_path)

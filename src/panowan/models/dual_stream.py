@@ -130,7 +130,13 @@ class DualStreamWan(nn.Module):
                 {
                     n: _seeded(
                         config.init_seed * 1000 + 10 + STREAMS.index(n),
-                        lambda n=n: PixelDecoder(n, config.pixel_decoder_width, config.cross_stream),
+                        lambda n=n: PixelDecoder(
+                            n,
+                            config.pixel_decoder_width,
+                            config.cross_stream,
+                            levels=config.pixel_decoder_levels,
+                            rays=config.pixel_decoder_rays,
+                        ),
                     ).to(device, dtype)
                     for n in self.local_streams
                 }

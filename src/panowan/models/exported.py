@@ -78,12 +78,15 @@ def load_exported_weights(
 ) -> None:
     """Copy an exported state dict into `model` (cast to its dtypes). The file holds both streams; a
     one-stream model (torchrun) must find all of its own tensors in it and ignores the peer's.
-    `fresh_decoders`: the file has no pixel decoders; the model's keep their initialisation."""
-    from safetensors.torch import load_model
+    `fresh_decoders`: the file's pixel decoders (if any) are not loaded; the model's keep their initialisation."""
+    from safetensors.torch import load_file, load_model
 
-    missing, unexpected = load_model(model, str(weights), strict=False)
     if fresh_decoders:
+        state = {k: v for k, v in load_file(str(weights)).items() if not k.startswith(f"{DECODER_PREFIX}.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith(f"{DECODER_PREFIX}.")]
+    else:
+        missing, unexpected = load_model(model, str(weights), strict=False)
     peers = [s for s in ("rgb", "depth") if s not in model.local_streams]
     ignored = [f"{p}.{s}." for p in ("streams", "interactions", "pixel_decoders") for s in peers]
     foreign = [k for k in unexpected if not any(k.startswith(prefix) for prefix in ignored)]
@@ -93,14 +96,20 @@ def load_exported_weights(
         )
 
 
+DECODER_FIELDS = ("pixel_decoder_width", "pixel_decoder_levels", "pixel_decoder_rays")
+"""`DualStreamConfig` fields of the pixel decoders' architecture: a run may change them (the decoders then
+start fresh, `init_from_exported`)."""
+
+
 def init_from_exported(
     model: DualStreamWan, folder: str | os.PathLike, *, verify: bool = True
 ) -> dict[str, Any]:
     """Start `model` (no LoRA yet) from an exported model of the same architecture; returns its metadata.
     The weights are verified against the export's manifest first (`verify` False: their size only).
 
-    The architectures must agree (`NOT_ARCHITECTURE` aside), except that a model with pixel decoders may start
-    from an export without them: the decoders start fresh (as the identity), everything else from the export.
+    The architectures must agree (`NOT_ARCHITECTURE` aside), except for the pixel decoders (`DECODER_FIELDS`):
+    a model with pixel decoders may start from an export without them or with decoders of another width, depth
+    or input; its decoders then start fresh (as the identity, with a warning), everything else from the export.
     An export that kept its LoRA separate cannot start a run (export it compact, LoRA folded in).
     """
     from panowan.models.presets import NOT_ARCHITECTURE, DualStreamConfig
@@ -113,11 +122,17 @@ def init_from_exported(
             f"{folder}: its LoRA is stored apart from the base; export it compact (LoRA folded in)"
         )
     exported = DualStreamConfig.from_dict(meta["model"])
-    grows = exported.pixel_decoder_width == 0 and model.config.pixel_decoder_width > 0
-    ignore = (*NOT_ARCHITECTURE, *(("pixel_decoder_width",) if grows else ()))
-    diff = model.config.differences(exported, ignore=ignore)
+    others = tuple(k for k in model.config.to_dict() if k not in DECODER_FIELDS)
+    decoders = model.config.differences(exported, ignore=others)
+    fresh = bool(decoders) and model.config.pixel_decoder_width > 0
+    diff = model.config.differences(exported, ignore=(*NOT_ARCHITECTURE, *(DECODER_FIELDS if fresh else ())))
     if diff:
         raise ValueError(f"{folder}: exported for another model configuration (differs in {diff})")
+    if fresh and exported.pixel_decoder_width > 0:
+        warnings.warn(
+            f"{folder}: its pixel decoders differ from this model's ({decoders}); they start fresh",
+            stacklevel=2,
+        )
     verify_exported(folder, meta, hashes=verify)
-    load_exported_weights(model, weights, fresh_decoders=grows)
+    load_exported_weights(model, weights, fresh_decoders=fresh)
     return meta

@@ -13,7 +13,8 @@ It is trained with the transformer, through its x0 prediction (`panowan.train` t
 the model, not a separate fit. Its output layer starts at zero: a fresh decoder is the codec's decoding.
 
 Per frame, channels (`decoder_channels`): own coarse decoding (3 RGB / 1 depth), own condition (3 / 1), mask (1),
-then with cross-stream exchange the other stream's coarse decoding and condition. Values are in the model's
+then with cross-stream exchange the other stream's coarse decoding and condition, then with `rays` the pixel's
+unit ray direction in the camera frame (`geometry.erp.erp_directions`, x y z; added by the decoder itself). Values are in the model's
 normalised spaces: RGB in [-1, 1], depth `RoomDataset`'s normalised log depth; the decoded inputs are clamped to
 [-1, 1] as the sampler clamps its outputs.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from panowan.geometry.erp import erp_directions
 from panowan.models.erp_unet import ErpUNet
 
 STREAM_CHANNELS = {"rgb": 3, "depth": 1}
@@ -32,31 +34,53 @@ DECODER_LEVELS = 4
 
 
 def decoder_channels(stream: str, cross_stream: bool) -> int:
-    """Input channels of `stream`'s decoder: own coarse + own condition + mask (+ the other stream's two)."""
+    """Channels of `stream`'s `decoder_inputs`: own coarse + own condition + mask (+ the other stream's two)."""
     own = 2 * STREAM_CHANNELS[stream] + 1
     other = 2 * STREAM_CHANNELS["depth" if stream == "rgb" else "rgb"]
     return own + (other if cross_stream else 0)
+
+
+RAY_CHANNELS = 3
+"""Channels a decoder with `rays` appends to its input: the unit ray direction (camera frame) of each pixel."""
 
 
 class PixelDecoder(ErpUNet):
     """One stream's decoder: `N,C_in,H,W` (`decoder_inputs`) -> `N,C_s,H,W`, the coarse decoding plus a
     correction of the hole pixels (mask 0) only."""
 
-    def __init__(self, stream: str, width: int, cross_stream: bool, levels: int = DECODER_LEVELS) -> None:
+    def __init__(
+        self, stream: str, width: int, cross_stream: bool, levels: int = DECODER_LEVELS, rays: bool = False
+    ) -> None:
         if stream not in STREAM_CHANNELS:
             raise ValueError(f"PixelDecoder stream must be one of {tuple(STREAM_CHANNELS)}, got {stream!r}")
         if width < 1:
             raise ValueError(f"PixelDecoder width must be >= 1, got {width}")
-        self.stream, self.cross_stream = stream, cross_stream
+        self.stream, self.cross_stream, self.rays = stream, cross_stream, rays
         self.stream_channels = STREAM_CHANNELS[stream]
-        super().__init__(decoder_channels(stream, cross_stream), self.stream_channels, width, levels)
+        self.input_channels = decoder_channels(stream, cross_stream)
+        extra = RAY_CHANNELS if rays else 0
+        super().__init__(self.input_channels + extra, self.stream_channels, width, levels)
 
     def forward(self, inputs_NCHW: torch.Tensor) -> torch.Tensor:
-        self.check_input(inputs_NCHW, f"PixelDecoder[{self.stream}] (decoder_inputs(...))")
+        """`inputs_NCHW`: `decoder_inputs(...)`, `N,decoder_channels(stream, cross_stream),H,W`."""
         x = inputs_NCHW.to(self.out.weight.dtype)
+        if self.rays:
+            if x.dim() != 4 or x.shape[1] != self.input_channels:
+                raise ValueError(
+                    f"PixelDecoder[{self.stream}] takes N,{self.input_channels},H,W; got {tuple(x.shape)}"
+                )
+            x = torch.cat([x, _rays_NCHW(x)], dim=1)
+        self.check_input(x, f"PixelDecoder[{self.stream}] (decoder_inputs(...))")
         c = self.stream_channels
         coarse, hole = x[:, :c], 1 - x[:, 2 * c : 2 * c + 1]
         return (coarse + hole * self.body(x)).to(inputs_NCHW.dtype)
+
+
+def _rays_NCHW(like_NCHW: torch.Tensor) -> torch.Tensor:
+    """Unit ray directions of the ERP pixels, `N,3,H,W` in the camera frame, dtype and device of `like_NCHW`."""
+    n, _, h, w = like_NCHW.shape
+    dirs_HW3 = erp_directions(h, w, device=like_NCHW.device)
+    return dirs_HW3.permute(2, 0, 1).to(like_NCHW.dtype).expand(n, -1, -1, -1)
 
 
 def _frames(x_BCFHW: torch.Tensor) -> torch.Tensor:

@@ -81,6 +81,14 @@ class DualStreamConfig:
     """Width of the learnt full-resolution decoding stage of each stream (`models.pixel_decoder.PixelDecoder`, a
     small ERP U-Net that reads the codec's decoding, the stream's condition and the mask, and corrects the holes;
     trained with the transformer); 0 for none (the codec's decoding is the output)."""
+    pixel_decoder_levels: int = 4
+    """Resolution levels of the pixel decoders' U-Net below the full one (H and W must be multiples of
+    2**levels); more levels see farther across a large hole."""
+    pixel_decoder_rays: bool = False
+    """Whether the pixel decoders also read each pixel's unit ray direction in the camera frame (3 channels,
+    the same map for every view). It tells a convolution where on the sphere it is (floor below, ceiling above,
+    the stretch of the poles) and makes a plane's depth easy to continue: a plane's inverse range is linear
+    in the ray direction."""
     init_seed: int = 0
     """Seed of the new modules' initialisation (each stream's own stream of random numbers, so every
     process placement builds identical interaction layers and PluckerNet)."""
@@ -118,6 +126,8 @@ class DualStreamConfig:
             raise ValueError(
                 f"pixel_decoder_width must be >= 0 (0: the codec decodes alone), got {self.pixel_decoder_width}"
             )
+        if not 1 <= self.pixel_decoder_levels <= 8:
+            raise ValueError(f"pixel_decoder_levels must be in [1, 8], got {self.pixel_decoder_levels}")
         if self.codec not in CODECS:
             raise ValueError(f"codec must be one of {CODECS}, got {self.codec!r}")
         if self.analytic_pool not in ANALYTIC_POOLS:

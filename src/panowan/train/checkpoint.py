@@ -241,7 +241,13 @@ def resolve_resume(
     return folder
 
 
-ARCHITECTURE_FLAGS = ("interactions", "pixel_decoder_width", "interaction_interval")
+ARCHITECTURE_FLAGS = (
+    "interactions",
+    "pixel_decoder_width",
+    "pixel_decoder_levels",
+    "pixel_decoder_rays",
+    "interaction_interval",
+)
 """Settings compared when both runs set them (None means "the preset's / --init_from's")."""
 
 

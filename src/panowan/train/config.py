@@ -116,6 +116,17 @@ class TrainConfig:
         "through the pixel loss; 0: none, the codec decodes alone); default: the --init_from model's, else the "
         "preset's (0)",
     )
+    pixel_decoder_levels: int | None = _f(
+        None,
+        "resolution levels of the pixel decoders' U-Net below the full one (more see farther across a hole); "
+        "default: the --init_from model's, else the preset's (4)",
+    )
+    pixel_decoder_rays: bool | None = _f(
+        None,
+        "whether the pixel decoders also read each pixel's camera-frame ray direction (--pixel_decoder_rays / "
+        "--no-pixel_decoder_rays); default: the --init_from model's, else the preset's (off). Changing a "
+        "pixel-decoder setting of an --init_from model starts its decoders fresh",
+    )
     rgb_condition_fill: str | None = _f(
         None,
         "what the RGB condition holds in its holes: zero (Wan I2V's convention), telea or ns (OpenCV's Telea or "
@@ -285,11 +296,12 @@ class TrainConfig:
         return {s: flags[s] or inherited[s] for s in inherited}
 
     def architecture_overrides(self) -> dict[str, Any]:
-        """`DualStreamConfig` fields this run sets beyond the preset: `interactions` and `pixel_decoder_width`
-        from their flags, else from the --init_from model (whose architecture a run must keep)."""
+        """`DualStreamConfig` fields this run sets beyond the preset: `interactions` and the pixel decoders'
+        settings from their flags, else from the --init_from model (whose architecture a run must keep, the
+        pixel decoders' aside)."""
         inherited = self._init_model() or {}
         out = {}
-        for name in ("interactions", "pixel_decoder_width"):
+        for name in ("interactions", "pixel_decoder_width", "pixel_decoder_levels", "pixel_decoder_rays"):
             value = getattr(self, name)
             value = inherited.get(name) if value is None else value
             if value is not None:
@@ -368,6 +380,8 @@ class TrainConfig:
              f"--checkpoints_total_limit must be >= 1, got {self.checkpoints_total_limit}")  # fmt: skip
         need(self.pixel_decoder_width is None or self.pixel_decoder_width >= 0,
              f"--pixel_decoder_width must be >= 0, got {self.pixel_decoder_width}")  # fmt: skip
+        need(self.pixel_decoder_levels is None or 1 <= self.pixel_decoder_levels <= 8,
+             f"--pixel_decoder_levels must be in [1, 8], got {self.pixel_decoder_levels}")  # fmt: skip
         need(self.interaction_interval is None or self.interaction_interval >= 1,
              f"--interaction_interval must be >= 1, got {self.interaction_interval}")  # fmt: skip
         need(self.ssim_crop is None or (len(self.ssim_crop) == 2 and min(self.ssim_crop) >= 2),
