@@ -107,6 +107,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attention_backend", default=None, help="diffusers attention backend for every "
                         "attention (e.g. flash, _native_cudnn, _native_flash, sage; default: PyTorch's SDPA, "
                         "which picks the fastest kernel it has)")  # fmt: skip
+    parser.add_argument("--fp8", choices=["off", "weight", "dynamic"], default="off", help="float8 Wan block "
+                        "linears (pip install panowan[fp8]): 'weight' stores them in float8 (computed in --dtype; any "
+                        "device), 'dynamic' multiplies in float8 too (CUDA sm89+, --dtype bfloat16); default off")  # fmt: skip
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
                         help="model precision")  # fmt: skip
@@ -203,9 +206,8 @@ def _infer(args: argparse.Namespace, stop: StopRequest | None) -> tuple[list[Pat
     load_timer = PhaseTimer(device, enabled=timed)
     log.info("loading %s", source.description)
     with load_timer.phase("load_model"):
-        model, codec, encoder = build_model(source, args.base_model_dir, device, dtype, groups)
-    if args.compile:
-        model.compile_blocks()
+        model, codec, encoder = build_model(source, args.base_model_dir, device, dtype, groups, fp8=args.fp8,
+                                            compile=args.compile)  # fmt: skip
     completer = Completer(model, codec, encoder, source, num_frames=num_frames, resolution=resolution,
                           flow_shift=flow_shift)  # fmt: skip
     writes = groups is None or groups.rank % 2 == 0  # the pair's first rank writes its rooms

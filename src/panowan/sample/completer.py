@@ -109,11 +109,14 @@ class Completer:
         num_frames: int | None = None,
         resolution: int | None = None,
         flow_shift: float | None = None,
+        fp8: str = "off",
     ) -> Completer:
         """Load a model: None, the embedded default; a folder holding an exported model (default_model.json +
         .safetensors, `panowan infer --model_dir`); any other folder, a training checkpoint (a run's output or
         one checkpoint-STEP folder, `--checkpoint_dir`; `base_model_dir` for presets with pretrained weights);
-        or a resolved `ModelSource`. `preset` / `lora_rank` refuse a model that differs."""
+        or a resolved `ModelSource`. `preset` / `lora_rank` refuse a model that differs. `fp8` ("weight" or
+        "dynamic", `panowan infer --fp8`; needs torchao) stores the Wan blocks' linear weights in float8
+        (`panowan.models.fp8`)."""
         if isinstance(source, ModelSource):
             resolved = source
         else:
@@ -124,7 +127,7 @@ class Completer:
                                       preset=preset, lora_rank=lora_rank)  # fmt: skip
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         model, codec, encoder = build_model(resolved, None if base_model_dir is None else str(base_model_dir),
-                                            torch.device(device), dtype)  # fmt: skip
+                                            torch.device(device), dtype, fp8=fp8)  # fmt: skip
         return cls(model, codec, encoder, resolved, num_frames=num_frames, resolution=resolution,
                    flow_shift=flow_shift)  # fmt: skip
 

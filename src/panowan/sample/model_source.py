@@ -12,6 +12,7 @@ their manifest (a checkpoint's COMPLETE marker, an export's default_model.json) 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from panowan.models.exported import (
     read_exported,
     verify_exported,
 )
+
+log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 """The package's embedded default model (`default_model.json` + `default_model.safetensors`)."""
@@ -200,11 +203,16 @@ def embedded_source(
                        meta.get("sampling", {}))  # fmt: skip
 
 
-def build_model(source: ModelSource, base_model_dir: str | None, device, dtype, groups=None):
+def build_model(
+    source: ModelSource, base_model_dir: str | None, device, dtype, groups=None, *, fp8: str = "off",
+    compile: bool = False,
+):  # fmt: skip
     """(model, codec, encoder) for a resolved source. Heavy: reads the weights.
 
     `groups` (`panowan.parallel.groups.StreamGroups`, under torchrun) restricts the model to this rank's stream
-    and connects it to its peer; default: one process holds both streams."""
+    and connects it to its peer; default: one process holds both streams. `fp8` ("weight" or "dynamic";
+    `panowan.models.fp8`) quantises the Wan blocks' linear layers once the model is on `device` in `dtype`
+    (LoRA adapters folded in first); `compile` then compiles its regions (`DualStreamWan.compile_blocks`)."""
     import torch
     from diffusers import WanTransformer3DModel
 
@@ -213,6 +221,10 @@ def build_model(source: ModelSource, base_model_dir: str | None, device, dtype, 
     from panowan.models.encoders import build_encoder
     from panowan.models.lora import add_lora, load_trainable
 
+    if fp8 != "off":
+        from panowan.models.fp8 import check_fp8
+
+        check_fp8(fp8, device, dtype)  # before any weight is read
     cfg = source.model_config
     vae = None
     encoder_src: Any = cfg
@@ -239,9 +251,28 @@ def build_model(source: ModelSource, base_model_dir: str | None, device, dtype, 
     elif source.kind == "embedded":
         load_exported_weights(model, source.weights)
     model = model.to(device, dtype).eval().requires_grad_(False)
+    if fp8 != "off":
+        apply_fp8(model, fp8)
+    if compile:
+        model.compile_blocks()
     codec = build_codec(cfg, vae)
     encoder = build_encoder(encoder_src, device=device) if cfg.codec != "analytic" else build_encoder(cfg)
     return model, codec, encoder
+
+
+def apply_fp8(model, mode: str):
+    """`models.fp8.quantize_fp8` of a built inference model, its LoRA adapters folded into the base weights
+    first (`models.lora.merge_lora`: the same function, and what float8 should store); logs and returns the
+    summary. The model's `lora_settings` are None afterwards."""
+    from panowan.models.fp8 import quantize_fp8
+
+    if model.lora_settings is not None:
+        from panowan.models.lora import merge_lora
+
+        merge_lora(model)
+    summary = quantize_fp8(model, mode)
+    log.info("%s", summary)
+    return summary
 
 
 def export_embedded(
