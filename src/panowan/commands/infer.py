@@ -109,7 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "which picks the fastest kernel it has)")  # fmt: skip
     parser.add_argument("--fp8", choices=["off", "weight", "dynamic"], default="off", help="float8 Wan block "
                         "linears (pip install panowan[fp8]): 'weight' stores them in float8 (computed in --dtype; any "
-                        "device), 'dynamic' multiplies in float8 too (CUDA sm89+, --dtype bfloat16); default off")  # fmt: skip
+                        "device), 'dynamic' multiplies in float8 too (CUDA sm89+, --dtype bfloat16)")  # fmt: skip
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
                         help="model precision")  # fmt: skip
