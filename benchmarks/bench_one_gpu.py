@@ -14,6 +14,17 @@ Phases:
   the blocks checkpointed). Peak memory of each.
 - infer: the plain forward (median) and the `--infer_steps`-forward loops of the dual model, eager and compiled:
   the loop against `--infer_steps` plain forwards.
+- infer with `--step_cache T1,T2,...` (first-block step caching, `models.step_cache`), after those rows and on
+  the compiled regions: a real `--infer_steps`-step denoising loop through the package's own sampling path
+  (`sample.pipeline.model_velocity` -> `sample.sampler.sample_flow`, `--sampler`, seam rolling as `panowan infer`
+  does it), so x_t evolves as in inference; once without a cache and once per threshold with a fresh
+  `StepCache(T)`: seconds, steps computed in full / skipped (and which), against the uncached loop of the same
+  run and against `--infer_steps` plain forwards. Also one cached step (first region + the stored residual),
+  one computed step with the cache's bookkeeping and one uncached forward, through the same call.
+  Random weights: the skip pattern is the random model's. Its first-block residual changes with x_t only
+  roughly as a trained model's would, so the steps skipped (and the time they save) at a threshold are not
+  those of a trained model; the quality cost of a threshold stays the CPU measurement on the embedded model
+  (benchmarks/bench_step_cache.py). The cached step's time and the cost of a computed step hold regardless.
 """
 
 from __future__ import annotations
@@ -32,7 +43,10 @@ from bench_dual_stream import TARGETS, bench_baseline, dual_inputs
 from panowan.models.dual_stream import DualStreamWan
 from panowan.models.lora import add_lora, freeze_base, trainable_parameter_groups
 from panowan.models.presets import get_preset
+from panowan.models.step_cache import StepCache
 from panowan.parallel.exchange import LocalExchange
+from panowan.sample.pipeline import model_velocity
+from panowan.sample.sampler import SAMPLERS, sample_flow, stream_noise
 from wan_bench_utils import Shape, add_shape_args, build_random_wan, summary, time_cuda
 
 
@@ -148,7 +162,110 @@ def bench_infer(args, device) -> dict:
             "peak_gib": peak_gib(),
         }
         log(f"infer {name}: {results[name]}")
+    if args.step_cache:
+        results["step_cache"] = bench_step_cache(
+            args, device, model, (noisy, cond, plucker, text, image), "compiled"
+        )
     return results
+
+
+STEP_CACHE_NOTE = (
+    "random weights: the skip pattern is the random model's (its first-block residual changes with x_t only "
+    "roughly as a trained model's would), so the steps skipped and the time saved at a threshold are not a "
+    "trained model's; the quality cost of a threshold stays the CPU measurement on the embedded model "
+    "(benchmarks/bench_step_cache.py). The per-step times (cached step, computed step) hold regardless."
+)
+
+
+def parse_thresholds(text: str) -> list[float]:
+    """'0.05,0.1' -> [0.05, 0.1]; '' -> [] (off). Each must be a valid `StepCache` threshold."""
+    thresholds = [float(t) for t in text.split(",") if t.strip()]
+    for t in thresholds:
+        StepCache(t)  # raises on a negative threshold
+    return thresholds
+
+
+def bench_step_cache(args, device, model, inputs: tuple, regions: str) -> dict:
+    """First-block step caching on a real `--infer_steps`-step denoising loop of the dual model.
+
+    The loop is the package's own: `model_velocity` (seam-rolled conditions and Plücker maps, sigma * 1000 as
+    the timestep, the cache told the roll) inside `sample_flow` (`--sampler`, seam rolling as `panowan infer`),
+    from seeded per-stream noise, so x_t evolves as in inference. Timed once uncached and once per threshold,
+    each with a fresh `StepCache`; `regions` says whether the model's regions are compiled."""
+    _, cond, plucker, text, image = inputs
+    shape = tuple(cond["rgb"].shape)
+    shape = (shape[0], shape[1] - 4, *shape[2:])  # noisy latents: condition less its 4 mask channels
+    noise = stream_noise(
+        dict.fromkeys(("rgb", "depth"), shape), args.seed, dtype=torch.bfloat16, device=device
+    )
+    steps = args.infer_steps
+    out: dict = {"regions": regions, "sampler": args.sampler, "flow_shift": args.flow_shift,
+                 "seam_roll": args.seam_roll, "steps": steps, "note": STEP_CACHE_NOTE}  # fmt: skip
+
+    def run(cache: StepCache | None, n: int = steps, pattern: list[str] | None = None) -> None:
+        velocity = model_velocity(model, cond, plucker, text, image, cache)
+
+        def fn(latents, sigma, **kw):
+            before = cache.skipped if cache is not None else 0
+            v = velocity(latents, sigma, **kw)
+            if pattern is not None and cache is not None:
+                pattern.append("s" if cache.skipped > before else "F")
+            return v
+
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            sample_flow(fn, noise, steps=n, sampler=args.sampler, flow_shift=args.flow_shift,
+                        seam_roll=args.seam_roll, progress=False)  # fmt: skip
+
+    # One step through the same call: uncached forward, a computed step with the cache's bookkeeping (threshold
+    # 0 never skips: first-region change, the exchange of the decision, the stored residuals), and a cached step
+    # (first region + the stored residual; an infinite threshold skips every call after the first).
+    latents = dict(noise)
+    sigma = 0.5
+
+    def one_step(cache: StepCache | None):
+        velocity = model_velocity(model, cond, plucker, text, image, cache)
+
+        def call():
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                velocity(latents, sigma)
+
+        return call
+
+    iters = max(args.forward_iters, 5)
+    per_step = {"full_forward": summary(time_cuda(one_step(None), 1, iters))}
+    per_step["computed_step"] = summary(time_cuda(one_step(StepCache(0.0)), 1, iters))
+    always = StepCache(float("inf"))
+    per_step["cached_step"] = summary(
+        time_cuda(one_step(always), 2, iters)
+    )  # the first warm-up call computes
+    assert always.skipped == iters + 1, f"the cached step did not skip: {always.skipped} of {always.calls}"
+    full = per_step["full_forward"]["median_s"]
+    per_step["cached_step_vs_full_forward"] = per_step["cached_step"]["median_s"] / full
+    per_step["computed_step_vs_full_forward"] = per_step["computed_step"]["median_s"] / full
+    out["per_step"] = per_step
+    log(f"step cache, one step: {per_step}")
+
+    run(None, n=2)  # warm-up of the sampling path (schedulers, rolls) outside the timed loops
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    uncached = time_cuda(lambda: run(None), 0, 1)[0]
+    out["uncached"] = {f"loop_{steps}_s": uncached, "peak_gib": peak_gib()}
+    log(f"step cache, uncached sampler loop: {out['uncached']}")
+    for t in parse_thresholds(args.step_cache):
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        cache, pattern = StepCache(t), []
+        seconds = time_cuda(lambda: run(cache, pattern=pattern), 0, 1)[0]  # noqa: B023 (called at once)
+        out[f"{t:g}"] = {
+            f"loop_{steps}_s": seconds,
+            "computed": cache.calls - cache.skipped,
+            "skipped": cache.skipped,
+            "pattern": "".join(pattern),  # F computed, s skipped, per step
+            "vs_uncached_loop": seconds / uncached,
+            "peak_gib": peak_gib(),
+        }
+        log(f"step cache {t:g}: {out[f'{t:g}']}")
+    return out
 
 
 def main() -> None:
@@ -167,10 +284,21 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1, help="untimed steps after the first (compiling) one")
     p.add_argument("--forward_iters", type=int, default=3, help="timed inference forwards")
     p.add_argument("--infer_steps", type=int, default=50, help="denoising-loop length to time")
+    p.add_argument("--step_cache", default="",
+                   help="(infer) comma list of StepCache thresholds to time on a real sampling loop; empty: off")  # fmt: skip
+    p.add_argument(
+        "--sampler", default="unipc", choices=SAMPLERS, help="(--step_cache) sampling loop's solver"
+    )
+    p.add_argument(
+        "--flow_shift", type=float, default=3.0, help="(--step_cache) timestep shift of the schedule"
+    )
+    p.add_argument("--seam_roll", action=argparse.BooleanOptionalAction, default=True,
+                   help="(--step_cache) roll the latents across the ERP seam each step, as panowan infer does")  # fmt: skip
     p.add_argument("--attention_backends", default="", help="(baseline) diffusers attention backends to time")
     p.add_argument("--seed", type=int, default=0, help="weights and inputs seed")
     p.add_argument("--out", default="bench_one_gpu.json", help="JSON output path")
     args = p.parse_args()
+    parse_thresholds(args.step_cache)  # a bad --step_cache fails before anything is built
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # cpu: a smoke run at tiny size
     phases = set(args.phases.split(","))
     results: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "torch": torch.__version__,
@@ -203,6 +331,18 @@ def main() -> None:
             ratios[f"loop_{name}_vs_{args.infer_steps}_plain_forwards"] = (
                 r[f"loop_{args.infer_steps}_s"] / plain_loop
             )
+        sc = results["dual_infer"].get("step_cache")
+        if sc:
+            key = f"loop_{args.infer_steps}_s"
+            ratios[f"sampler_loop_uncached_vs_{args.infer_steps}_plain_forwards"] = (
+                sc["uncached"][key] / plain_loop
+            )
+            for t in parse_thresholds(args.step_cache):
+                r = sc[f"{t:g}"]
+                r[f"vs_{args.infer_steps}_plain_forwards"] = r[key] / plain_loop
+                ratios[f"step_cache_{t:g}_loop_vs_uncached_loop"] = r["vs_uncached_loop"]
+                ratios[f"step_cache_{t:g}_loop_vs_{args.infer_steps}_plain_forwards"] = r[key] / plain_loop
+            ratios["cached_step_vs_full_forward"] = sc["per_step"]["cached_step_vs_full_forward"]
         dump({**results, "ratios": ratios}, args.out)
         free()
     if "train" in phases and args.baseline_compiled:  # last: the rows above matter more if time runs out
