@@ -7,7 +7,7 @@
 #   stage 2: the second run of the default model (from stage 1's export, carried in .gpu/) and its evaluation.
 #   stage 4 (session 10): two candidates side by side from v3 on new rooms (seed 3), both with depth-steered RGB
 #            condition fills and the pixel loss on every target view: A keeps v3's decoders (width 16), B has new
-#            ones (width 32, 5 levels, reading camera-frame rays);
+#            ones (width 32, 5 levels, reading camera-frame rays), C is B without the rays;
 #   stage 5: the better of them (VARIANT=A|B, its export carried in .gpu/) once more, on rooms of seed 4.
 # Usage: bash benchmarks/quality_gpu.sh 1|2|3|4|5 OUT_DIR
 set -euo pipefail
@@ -60,9 +60,12 @@ if [[ $stage == 4 ]]; then
     > "$out/v4a.log" 2>&1 &
   python3 scripts/train_default_model.py --work /tmp/v4b --data /tmp/data_s3 --export /tmp/v4b/export \
     --init_from src/panowan/assets --train_seed 3 --steps 300 --stop_after ${STOP:-400} --lr 5e-4 "${V4[@]}" \
-    "${B_DECODER[@]}" > "$out/v4b.log" 2>&1 || echo "v4b exited $?"
+    "${B_DECODER[@]}" > "$out/v4b.log" 2>&1 &
+  python3 scripts/train_default_model.py --work /tmp/v4c --data /tmp/data_s3 --export /tmp/v4c/export \
+    --init_from src/panowan/assets --train_seed 3 --steps 300 --stop_after ${STOP:-400} --lr 5e-4 "${V4[@]}" \
+    "${B_DECODER[@]}" --no-pixel_decoder_rays > "$out/v4c.log" 2>&1 || echo "v4c exited $?"
   wait || true
-  for v in a b; do
+  for v in a b c; do
     tar -C /tmp/v4$v -czf "$out/v4${v}_export.tgz" export || true
     cp /tmp/v4$v/run/metrics.jsonl "$out/v4${v}_metrics.jsonl" || true
   done
