@@ -101,3 +101,24 @@ def test_a_room_missing_one_file_is_redone(two_rooms, tmp_path, completed) -> No
     assert _infer(two_rooms, out, "--rooms", ROOMS[0]) == 0
     assert completed == [ROOMS[0], ROOMS[0]]
     assert (out / ROOMS[0] / "panorama_0003_depth.npy").is_file()
+
+
+def test_a_room_completed_by_other_weights_is_redone(two_rooms, tmp_path, completed) -> None:
+    """The skip compares the weights too: completion.json records the model's fingerprint (an export's weights
+    sha256), so switching --model_dir redoes every room; the same model again skips them."""
+    from panowan.commands.infer import export_embedded
+    from panowan.models.replicas import tiny_dual_stream
+
+    models = []
+    for seed in (1, 2):
+        model, _ = tiny_dual_stream(seed=seed)
+        export_embedded(model, {"resolution": 32, "num_frames": 5}, tmp_path / f"m{seed}", compact=False)
+        models.append(["--model_dir", str(tmp_path / f"m{seed}")])
+    out = tmp_path / "pred"
+    assert _infer(two_rooms, out, *models[0]) == 0 and completed == ROOMS
+    assert _infer(two_rooms, out, *models[0]) == 0 and completed == ROOMS  # same weights: skipped
+    assert _infer(two_rooms, out, *models[1]) == 0 and completed == ROOMS * 2  # other weights: redone
+    import json
+
+    recorded = json.loads((out / ROOMS[0] / "completion.json").read_text())
+    assert recorded["model_fingerprint"].startswith("sha256:")

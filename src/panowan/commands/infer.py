@@ -36,6 +36,7 @@ from panowan.sample.model_source import (  # noqa: F401  (re-exported: scripts a
     export_embedded,
     model_settings,
     sampling_settings,
+    weight_settings,
 )
 from panowan.utils.signals import StopRequest
 
@@ -182,11 +183,11 @@ def _infer(args: argparse.Namespace, stop: StopRequest | None) -> tuple[list[Pat
     dataset, indices = open_rooms(args.data_root, args.rooms, num_frames, resolution, args.seed,
                                   source.model_config.condition_fills())  # fmt: skip
     if not getattr(args, "overwrite", False):
+        cache = {"step_cache": args.step_cache} if args.step_cache > 0 else {}
         settings = {"seed": args.seed, "steps": steps, "sampler": sampler, "guidance": args.guidance_scale,
                     "flow_shift": flow_shift, "composite": not args.no_composite, "seam_roll": not args.no_seam_roll,
-                    **({"step_cache": args.step_cache} if args.step_cache > 0 else {})}  # fmt: skip
-        todo = missing_rooms(dataset, indices, args.output_dir, settings)
-        if len(todo) < len(indices):
+                    **cache, **weight_settings(source, args.fp8)}  # fmt: skip
+        if len(todo := missing_rooms(dataset, indices, args.output_dir, settings)) < len(indices):
             log.info("skipping %d of %d rooms already complete in %s (--overwrite redoes them)",
                      len(indices) - len(todo), len(indices), args.output_dir)  # fmt: skip
         indices = todo
@@ -209,7 +210,7 @@ def _infer(args: argparse.Namespace, stop: StopRequest | None) -> tuple[list[Pat
         model, codec, encoder = build_model(source, args.base_model_dir, device, dtype, groups, fp8=args.fp8,
                                             compile=args.compile)  # fmt: skip
     completer = Completer(model, codec, encoder, source, num_frames=num_frames, resolution=resolution,
-                          flow_shift=flow_shift)  # fmt: skip
+                          flow_shift=flow_shift, fp8=args.fp8)  # fmt: skip
     writes = groups is None or groups.rank % 2 == 0  # the pair's first rank writes its rooms
     with backend:
         written, room_seconds, left = completer.complete_rooms(

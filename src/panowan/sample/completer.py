@@ -32,6 +32,7 @@ from panowan.sample.model_source import (
     model_settings,
     resolve_source,
     sampling_settings,
+    weight_settings,
 )
 from panowan.sample.multipass import Pass, complete_all_views
 from panowan.sample.pipeline import complete_room, write_room
@@ -89,8 +90,9 @@ class Completer:
     default to the model's training values; `steps` and `sampler` of `complete` to its recommended sampling."""
 
     def __init__(self, model, codec, encoder, source: ModelSource, *, num_frames: int | None = None,
-                 resolution: int | None = None, flow_shift: float | None = None) -> None:  # fmt: skip
+                 resolution: int | None = None, flow_shift: float | None = None, fp8: str = "off") -> None:  # fmt: skip
         self.model, self.codec, self.encoder, self.source = model, codec, encoder, source
+        self.fp8 = fp8  # how `model`'s block weights are stored (`build_model(fp8=)`), for completion.json
         self.num_frames, self.resolution, self.flow_shift = model_settings(
             source, num_frames, resolution, flow_shift
         )
@@ -129,7 +131,7 @@ class Completer:
         model, codec, encoder = build_model(resolved, None if base_model_dir is None else str(base_model_dir),
                                             torch.device(device), dtype, fp8=fp8)  # fmt: skip
         return cls(model, codec, encoder, resolved, num_frames=num_frames, resolution=resolution,
-                   flow_shift=flow_shift)  # fmt: skip
+                   flow_shift=flow_shift, fp8=fp8)  # fmt: skip
 
     @property
     def device(self) -> torch.device:
@@ -222,6 +224,7 @@ class Completer:
     def _result(self, done, poses, passes: list[Pass], completed_in: list[int]) -> RoomCompletion:
         settings = dict(done.settings)
         settings["model"] = self.source.description if self.source.kind == "checkpoint" else self.source.kind
+        settings.update(weight_settings(self.source, self.fp8))
         if len(passes) > 1:  # a single pass writes completion.json exactly as before multi-pass completion
             settings["passes"] = [p.to_dict() for p in passes]
             settings["completed_in_pass"] = list(completed_in)

@@ -50,6 +50,10 @@ class ModelSource:
     sampling: dict = field(default_factory=dict)
     """Recommended sampling of an exported model ({"num_inference_steps": N, "sampler": S}), chosen on
     validation rooms when it was exported; the flags override it."""
+    fingerprint: str = ""
+    """What identifies the weights: "sha256:..." of an exported model's weights (from its manifest), a
+    checkpoint's folder, "untrained". completion.json records it, so that a rerun with other weights redoes a
+    room instead of keeping another model's completion."""
 
 
 def _inference_file(name: str) -> bool:
@@ -134,7 +138,8 @@ def resolve_source(
         train_cfg = {}
         if (folder / "config.json").is_file():
             train_cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        source = ModelSource("checkpoint", config, lora, weights, train_cfg, f"checkpoint {folder}")
+        source = ModelSource("checkpoint", config, lora, weights, train_cfg, f"checkpoint {folder}",
+                             fingerprint=f"checkpoint {folder.resolve()}")  # fmt: skip
     elif base_model_dir:
         raise ValueError(
             "--base_model_dir alone has no trained dual-stream weights: pass --checkpoint_dir too"
@@ -193,14 +198,22 @@ def embedded_source(
             "initialisation of the tiny preset; its completions are noise, not results",
             stacklevel=2,
         )
-        return ModelSource("untrained", get_preset("tiny"), None, None, {}, "untrained tiny model")
+        return ModelSource("untrained", get_preset("tiny"), None, None, {}, "untrained tiny model",
+                           fingerprint="untrained")  # fmt: skip
     meta, weights = read_exported(root)
     check_sampling(meta.get("sampling", {}), str(root / EMBEDDED_CONFIG))
     verify_exported(root, meta, hashes=verify)
     lora = None if meta["lora"] is None else LoraSettings.from_dict(meta["lora"])
     config = DualStreamConfig.from_dict(meta["model"])
+    digest = meta.get(MANIFEST_KEY, {}).get(EMBEDDED_WEIGHTS, {}).get("sha256")
     return ModelSource("embedded", config, lora, weights, meta.get("train", {}), f"embedded model {weights}",
-                       meta.get("sampling", {}))  # fmt: skip
+                       meta.get("sampling", {}), f"sha256:{digest}" if digest else f"unverified {weights.resolve()}")  # fmt: skip
+
+
+def weight_settings(source: ModelSource, fp8: str = "off") -> dict[str, str]:
+    """What completion.json records of the weights (and `sample.rooms.missing_rooms` compares): the source's
+    fingerprint, and the fp8 storage unless off."""
+    return {"model_fingerprint": source.fingerprint, **({"fp8": fp8} if fp8 != "off" else {})}
 
 
 def build_model(

@@ -61,7 +61,8 @@ def missing_rooms(
 ) -> list[int]:
     """The rooms of `indices` not complete in `output_dir`: complete means every completion file of every
     view (`room_output_files`) exists and completion.json records these sampling `settings` (so a rerun with
-    another seed, step count, ... redoes the room instead of keeping a stale one; the model is not compared)."""
+    another seed, step count, other weights (`model_source.weight_settings`), ... redoes the room instead of keeping
+    a stale one)."""
     import json
 
     from panowan.sample.pipeline import room_output_files
