@@ -195,7 +195,9 @@ def test_ray_decoder_reads_where_on_the_sphere_and_keeps_its_input_contract():
     assert (out[3] - out[12]).abs().max() > 1e-4  # rows above and below the horizon differ
     from panowan.geometry.erp import erp_directions
 
-    rays = erp_directions(16, 32).permute(2, 0, 1)[None]  # the camera frame's x y z, as geometry.erp defines it
+    rays = erp_directions(16, 32).permute(2, 0, 1)[
+        None
+    ]  # the camera frame's x y z, as geometry.erp defines it
     with torch.no_grad():
         torch.testing.assert_close(out, decoder.body(torch.cat([x, rays], dim=1))[0, 0])
     with pytest.raises(ValueError, match="takes N,3,H,W"):
