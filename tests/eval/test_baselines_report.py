@@ -141,3 +141,25 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
 
     image = cv2.imread(str(shot))
     assert image is not None and image.std() > 5  # not a blank page
+
+
+def test_folders_evaluated_in_worker_processes_equal_one_process(prepared_root, tmp_path):
+    """`eval.pool.evaluate_dirs`: spawned single-threaded workers give exactly the in-process results, in the
+    folders' order, with per-folder consistency flags; bad arguments are refused."""
+    from panowan.eval.pool import default_workers, evaluate_dirs
+
+    folders = []
+    for name in ("telea", "harmonic"):
+        run_baseline(prepared_root, tmp_path / name, name)
+        folders.append(tmp_path / name)
+    flags = [True, False]
+    alone = evaluate_dirs(folders, prepared_root, None, consistency=flags, workers=1)
+    pooled = evaluate_dirs(folders, prepared_root, None, consistency=flags, workers=2)
+    assert json.dumps(pooled, sort_keys=True) == json.dumps(alone, sort_keys=True)
+    assert "consistency" in alone[0]["rooms"][ROOM] and "consistency" not in alone[1]["rooms"][ROOM]
+    assert alone[0]["mean"]["hole"]["psnr"] != alone[1]["mean"]["hole"]["psnr"]  # telea first, as given
+    assert default_workers(1) == 1 and 1 <= default_workers(6) <= 4
+    with pytest.raises(ValueError, match="2 folders but 1 consistency"):
+        evaluate_dirs(folders, prepared_root, None, consistency=[True])
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        evaluate_dirs(folders, prepared_root, None, workers=0)

@@ -37,22 +37,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no_consistency", action="store_true", help="skip the cross-view and hole consistency metrics"
     )
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes evaluating the model's and the baselines' folders side by side (default: one "
+                        "per core, at most 4; 1: in this process)")  # fmt: skip
 
 
-def evaluate_with_baselines(pred_dir, data_root, rooms, baselines, baseline_dir, consistency=True) -> dict:
-    """{method: evaluate_dir result}, the model first, then each baseline written and evaluated."""
+def evaluate_with_baselines(
+    pred_dir, data_root, rooms, baselines, baseline_dir, consistency=True, workers: int | None = None
+) -> dict:
+    """{method: evaluate_dir result}, the model first, then each baseline (written first, then all folders
+    evaluated in `workers` processes, `panowan.eval.pool`; None: one per core, at most 4)."""
     from pathlib import Path
 
     from panowan.eval.baselines import run_baseline
-    from panowan.eval.metrics import evaluate_dir
+    from panowan.eval.metrics import predicted_rooms
+    from panowan.eval.pool import evaluate_dirs
 
-    results = {"model": evaluate_dir(pred_dir, data_root, rooms, consistency=consistency)}
-    room_ids = sorted(results["model"]["rooms"])
+    room_ids = predicted_rooms(pred_dir, rooms)
     base_root = Path(baseline_dir) if baseline_dir else Path(pred_dir).resolve().parent / "baselines"
     for name in baselines:
         run_baseline(data_root, base_root / name, name, room_ids)
-        results[name] = evaluate_dir(base_root / name, data_root, room_ids, consistency=consistency)
-    return results
+    folders = [Path(pred_dir), *(base_root / name for name in baselines)]
+    evaluated = evaluate_dirs(folders, data_root, room_ids, consistency=consistency, workers=workers)
+    return dict(zip(["model", *baselines], evaluated, strict=True))
 
 
 def selected_baselines(names: list[str] | None) -> list[str]:
@@ -86,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     results = evaluate_with_baselines(args.pred_dir, args.data_root, args.rooms, selected_baselines(args.baselines),
-                                      args.baseline_dir, consistency=not args.no_consistency)  # fmt: skip
+                                      args.baseline_dir, consistency=not args.no_consistency, workers=args.workers)  # fmt: skip
     out = args.out or str(Path(args.pred_dir) / "metrics.json")
     json_path, md_path = write_results(results, out)
     print(md_path.read_text(encoding="utf-8"))

@@ -368,16 +368,12 @@ def evaluate_room(pred_room_dir, data_room, *, consistency: bool = True) -> dict
     return room
 
 
-def evaluate_dir(
-    pred_dir, data_root, rooms: Sequence[str] | None = None, *, consistency: bool = True
-) -> dict:
-    """Evaluate every room of `pred_dir` ({area}/{room}/ as infer writes) against `data_root`.
-
-    Returns {"rooms": {room_id: evaluate_room(...)}, "mean": room-averaged summary}.
-    """
+def predicted_rooms(pred_dir, rooms: Sequence[str] | None = None) -> list[str]:
+    """The room ids ('area/room') with a prediction folder in `pred_dir`, all or those of `rooms` (ValueError
+    naming the folder if one is missing, or if there is none)."""
     from pathlib import Path
 
-    pred_dir, data_root = Path(pred_dir), Path(data_root)
+    pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise ValueError(f"{pred_dir}: prediction folder does not exist")
     ids = sorted(
@@ -390,6 +386,20 @@ def evaluate_dir(
         ids = [i for i in ids if i in rooms]
     if not ids:
         raise ValueError(f"{pred_dir}: no predicted rooms ({{area}}/{{room}}/ folders)")
+    return ids
+
+
+def evaluate_dir(
+    pred_dir, data_root, rooms: Sequence[str] | None = None, *, consistency: bool = True
+) -> dict:
+    """Evaluate every room of `pred_dir` ({area}/{room}/ as infer writes) against `data_root`.
+
+    Returns {"rooms": {room_id: evaluate_room(...)}, "mean": room-averaged summary}.
+    """
+    from pathlib import Path
+
+    pred_dir, data_root = Path(pred_dir), Path(data_root)
+    ids = predicted_rooms(pred_dir, rooms)
     results = {}
     for room_id in ids:
         if not (data_root / room_id).is_dir():
