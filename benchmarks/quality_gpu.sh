@@ -52,7 +52,7 @@ fi
 # stages 4 and 5 (session 10): see the header
 V4=(--difficulty hard --resolution 256 --batch 16 --hole_weight 3 --rgb_condition_fill depth_steered
     --depth_condition_fill harmonic --mixed_precision bf16 --eval_rooms 0 --data_workers 14 --workers 6 --rooms 80
-    --pixel_frames 4 --sampling_steps 2 --sampler euler)
+    --pixel_frames 4 --sampling_steps 2 --sampler euler --no-compile)
 B_DECODER=(--pixel_decoder_width 32 --pixel_decoder_levels 5 --pixel_decoder_rays)
 if [[ $stage == 4 ]]; then
   python3 scripts/train_default_model.py --work /tmp/v4a --data /tmp/data_s3 --export /tmp/v4a/export \

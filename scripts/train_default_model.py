@@ -128,7 +128,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--depth_condition_fill", default=None, choices=CONDITION_FILLS,
                    help="the same for the depth condition (panowan train --depth_condition_fill)")  # fmt: skip
     p.add_argument("--workers", type=int, default=4, help="data-loading threads (--dataloader_workers)")
-    p.add_argument("--compile", action="store_true", help="--compile_blocks (worth it on a GPU)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="--compile_blocks / --no-compile_blocks (default: panowan train's, on for a CUDA GPU)")  # fmt: skip
     p.add_argument(
         "--mixed_precision", default="no", choices=["no", "bf16"], help="bf16 on a GPU; no on a CPU"
     )
@@ -166,7 +167,7 @@ def train_command(args: argparse.Namespace, data: Path, run: Path, steps: int) -
             *(["--init_from", args.init_from] if args.init_from else []),
             *(["--rgb_condition_fill", args.rgb_condition_fill] if args.rgb_condition_fill else []),
             *(["--depth_condition_fill", args.depth_condition_fill] if args.depth_condition_fill else []),
-            *(["--compile_blocks"] if args.compile else [])]  # fmt: skip
+            *({True: ["--compile_blocks"], False: ["--no-compile_blocks"]}.get(args.compile, []))]  # fmt: skip
 
 
 def steps_for_budget(args: argparse.Namespace, data: Path, work: Path) -> tuple[int, dict]:

@@ -75,3 +75,24 @@ def test_lora_rank_zero_means_full_finetuning_and_ignores_lora_settings() -> Non
         TrainConfig(data_root="d", output_dir="o", preset="tiny", lora_rank=-1)
     with pytest.warns(UserWarning, match="--lora_alpha and --lora_targets are ignored"):
         TrainConfig(data_root="d", output_dir="o", preset="tiny", lora_rank=0, lora_targets=["to_q"])
+
+
+def test_compile_defaults_to_on_for_cuda_only() -> None:
+    """--compile_blocks is on by default where it is a win (a CUDA GPU), off on a CPU; either flag overrides."""
+    import torch
+
+    from panowan.train.build import compiles
+
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    auto = TrainConfig(data_root="d", output_dir="o", preset="tiny")
+    assert auto.compile_blocks is None and compiles(auto, cuda) and not compiles(auto, cpu)
+    on, off = (
+        TrainConfig(data_root="d", output_dir="o", preset="tiny", compile_blocks=v) for v in (True, False)
+    )
+    assert compiles(on, cpu) and not compiles(off, cuda)
+    assert (
+        parse(
+            "--data_root", "d", "--output_dir", "o", "--preset", "tiny", "--no-compile_blocks"
+        ).compile_blocks
+        is False
+    )

@@ -64,6 +64,11 @@ class Built:
     model_config: Any
 
 
+def compiles(config: TrainConfig, device: torch.device) -> bool:
+    """Whether the run compiles the model's regions: --compile_blocks if given, else on a CUDA device only."""
+    return config.compile_blocks if config.compile_blocks is not None else device.type == "cuda"
+
+
 def build_model(config: TrainConfig, groups, device: torch.device) -> Built:
     """Base model (pretrained or, for presets without pretrained files, seeded random), both/one stream
     with LoRA and a frozen base (or, with lora_rank 0, trained in full); codec; conditioning encoder."""
@@ -110,7 +115,7 @@ def build_model(config: TrainConfig, groups, device: torch.device) -> Built:
     model.to(device)
     if config.gradient_checkpointing:
         model.enable_gradient_checkpointing(config.checkpoint_policy, config.checkpoint_fraction)
-    if config.compile_blocks:
+    if compiles(config, device):
         model.compile_blocks()
     codec = build_codec(model_config, vae)
     encoder = build_conditioning_encoder(config, model_config, device)

@@ -161,10 +161,12 @@ class TrainConfig:
         "with --gradient_checkpointing, the memory budget: the fraction of each stream's Wan blocks that are "
         "checkpointed (0..1); the others keep every activation for backward (faster, more memory)",
     )
-    compile_blocks: bool = _f(
-        False,
-        "torch.compile every Wan block (regional compilation, one compiled graph shared by all blocks): fewer, "
-        "fused kernels where the host bounds the step (small models); the first steps pay the compilation",
+    compile_blocks: bool | None = _f(
+        None,
+        "torch.compile the model's regions (every Wan block and interaction layer; one compiled graph per kind, "
+        "--compile_blocks / --no-compile_blocks); default: on when training on a CUDA GPU, where it pays for its "
+        "one-off compilation within tens of steps (1.3B shape, one H100: 2.98 -> 2.25 s a step after about 40 s "
+        "of compiling; BENCHMARKS.md), off on a CPU",
     )
     # --- optimisation ----------------------------------------------------------------------------
     max_train_steps: int = _f(1000, "optimiser steps of the run (skipped steps count)")
