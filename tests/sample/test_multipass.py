@@ -101,6 +101,7 @@ def test_known_frames_are_full_conditions(prepared_root):
 def test_one_pass_room_is_unchanged(completer, prepared_root, tmp_path):
     """A room of F views: one pass, byte for byte what `complete_room` + `write_completion` (the single-pass
     inference every earlier `panowan infer` ran) writes."""
+    from panowan.sample.model_source import weight_settings
     from panowan.sample.pipeline import complete_room, write_completion
     from panowan.sample.rooms import open_rooms
 
@@ -110,6 +111,7 @@ def test_one_pass_room_is_unchanged(completer, prepared_root, tmp_path):
     old = complete_room(completer.model, completer.codec, completer.encoder, sample, steps=2, seed=4,
                         sampler="euler", flow_shift=completer.flow_shift, progress=False)  # fmt: skip
     old.settings["model"] = completer.source.kind
+    old.settings.update(weight_settings(completer.source))  # what identifies the weights (the infer skip)
     write_completion(tmp_path / "old", old, [info.poses[info.views.index(v)] for v in old.view_indices])
     new = completer.complete(prepared_root / ROOM, steps=2, seed=4, sampler="euler")
     assert len(new.passes) == 1 and new.views == sample.view_indices
