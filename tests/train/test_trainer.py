@@ -434,7 +434,8 @@ def test_a_run_with_pixel_decoders_starts_from_an_export_without_them(rooms, tmp
         assert torch.allclose(got[f"stream_depth/{name}"], tensor, atol=1e-8), name
     assert any(k.startswith("pixel_decoder_rgb/") for k in got)
     assert make_config(rooms, tmp_path / "x", init_from=start).architecture_overrides() == {
-        "interactions": "pose+cross", "pixel_decoder_width": 0}  # fmt: skip
+        "interactions": "pose+cross", "pixel_decoder_width": 0, "pixel_decoder_levels": 4,
+        "pixel_decoder_rays": False}  # fmt: skip
 
 
 def _pixel_pair_worker(rank: int, data: Path, out: Path, interactions: str) -> None:
