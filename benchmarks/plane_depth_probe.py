@@ -23,30 +23,10 @@ from pathlib import Path
 import numpy as np
 
 
-def screened_solve(values_NC: np.ndarray, edges, weights, screen_N: np.ndarray) -> np.ndarray:
-    """`inpaint.membrane_solve` with `screen_N` subtracted from the diagonal: the discrete `(Delta + 2) f = 0`
-    when `screen_N` = 2 cos(latitude) dphi^2 (the operator's scale in `membrane_edges`' sphere metric)."""
-    import scipy.sparse as sp
-    from scipy.sparse.linalg import splu
-
-    n = edges.n
-    diag, rhs = -screen_N.astype(np.float64), np.zeros((n, values_NC.shape[1]))
-    rows, cols, vals = [np.arange(n)], [np.arange(n)], []
-    for p, wt, q, flat in zip(edges.p, weights, edges.q, edges.flat, strict=True):
-        diag += np.bincount(p, wt, minlength=n)
-        inner, outer = q >= 0, q < 0
-        rows.append(p[inner]), cols.append(q[inner]), vals.append(-wt[inner])
-        np.add.at(rhs, p[outer], wt[outer, None] * values_NC[flat[outer]])
-    matrix = sp.csc_matrix(
-        (np.concatenate([diag, *vals]), (np.concatenate(rows), np.concatenate(cols))), (n, n)
-    )
-    return splu(matrix).solve(rhs)
-
-
 def screened_inverse_fill(depth_HW: np.ndarray, valid_HW: np.ndarray, steered: bool) -> np.ndarray:
     """The hole's range from the screened membrane of the inverse range (steered: background boundaries only)."""
     from panowan.data import depth_fill as df
-    from panowan.data.inpaint import membrane_edges
+    from panowan.data.inpaint import membrane_edges, membrane_solve
 
     hole = ~valid_HW
     h = hole.shape[0]
@@ -63,7 +43,9 @@ def screened_inverse_fill(depth_HW: np.ndarray, valid_HW: np.ndarray, steered: b
     screen = 2 * np.cos(np.pi / 2 - (rows + 0.5) * np.pi / h) * (np.pi / h) ** 2
     inverse = np.where(valid_HW, 1.0 / np.where(valid_HW, depth_HW, 1.0), 0.0).reshape(-1, 1)
     out = depth_HW.astype(np.float64).copy()
-    solved = screened_solve(inverse, edges, weights, screen)[:, 0]
+    # screen = 2 cos(latitude) dphi^2: the scale of `membrane_edges`' sphere metric, so the system is
+    # the discrete (Delta + 2) f = 0
+    solved = membrane_solve(inverse, edges, weights, screen_N=screen)[:, 0]
     out[hole] = np.where(solved > 1e-6, 1.0 / np.maximum(solved, 1e-6), 0.0)
     return out
 

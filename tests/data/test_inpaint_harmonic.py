@@ -160,3 +160,32 @@ def test_room_dataset_takes_harmonic_condition_fills(prepared_root):
     depth_a, depth_b = a.cond_depth[:, 0].numpy(), b.cond_depth[:, 0].numpy()
     np.testing.assert_array_equal(depth_b[known], depth_a[known])
     assert (depth_a[hole] == 0).all() and (depth_b[hole] != 0).mean() > 0.9  # the holes hold the fill now
+
+
+def test_screened_membrane_reproduces_a_plane_inverse_range():
+    """`membrane_solve(screen_N=2 cos(lat) dphi^2)` solves (Delta + 2) f = 0, whose solutions include every
+    linear function of the ray direction, so a hole inside one plane gets that plane's inverse range back; the
+    plain membrane bends it (benchmarks/plane_depth_probe.py)."""
+    import torch
+
+    from panowan.data.inpaint import membrane_edges, membrane_solve
+    from panowan.geometry.erp import erp_directions
+
+    h, w = 64, 128
+    normal = np.array([0.3, -0.8, 0.2]) / np.linalg.norm([0.3, -0.8, 0.2])
+    facing = erp_directions(h, w, dtype=torch.float64).numpy() @ normal
+    inverse = np.maximum(facing, 0.05) / 1.5  # 1 / range of the plane n . x = 1.5 where it faces the camera
+    rows, cols = np.nonzero(facing > 0.7)
+    hole = np.zeros((h, w), bool)
+    r0, c0 = int(rows.mean()), int(cols.mean())
+    hole[r0 - 4 : r0 + 4, c0 - 8 : c0 + 8] = True
+    assert (facing[hole] > 0.7).all()
+    edges = membrane_edges(hole)
+    hole_rows = np.nonzero(hole)[0]
+    screen = 2 * np.cos(np.pi / 2 - (hole_rows + 0.5) * np.pi / h) * (np.pi / h) ** 2
+    values = inverse.reshape(-1, 1)
+    screened = membrane_solve(values, edges, screen_N=screen)[:, 0]
+    plain = membrane_solve(values, edges)[:, 0]
+    truth = inverse[hole]
+    assert np.abs(screened / truth - 1).max() < 1e-4
+    assert np.abs(plain / truth - 1).max() > 1e-2

@@ -187,10 +187,7 @@ def _infer(args: argparse.Namespace, stop: StopRequest | None) -> tuple[list[Pat
         settings = {"seed": args.seed, "steps": steps, "sampler": sampler, "guidance": args.guidance_scale,
                     "flow_shift": flow_shift, "composite": not args.no_composite, "seam_roll": not args.no_seam_roll,
                     **cache, **weight_settings(source, args.fp8)}  # fmt: skip
-        if len(todo := missing_rooms(dataset, indices, args.output_dir, settings)) < len(indices):
-            log.info("skipping %d of %d rooms already complete in %s (--overwrite redoes them)",
-                     len(indices) - len(todo), len(indices), args.output_dir)  # fmt: skip
-        indices = todo
+        indices = missing_rooms(dataset, indices, args.output_dir, settings)
     groups = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # torchrun: one stream per rank, pairs of ranks; pair p completes rooms p, p + N, ...

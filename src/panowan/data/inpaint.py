@@ -102,7 +102,10 @@ def membrane_edges(hole_HW: np.ndarray, metric: str = "sphere") -> MembraneEdges
 
 
 def membrane_solve(
-    values_NC: np.ndarray, edges: MembraneEdges, weights: tuple[np.ndarray, ...] | None = None
+    values_NC: np.ndarray,
+    edges: MembraneEdges,
+    weights: tuple[np.ndarray, ...] | None = None,
+    screen_N: np.ndarray | None = None,
 ) -> np.ndarray:
     """Solve the membrane over the hole pixels of `edges`: (n, C) float64 values in the order of its numbering.
 
@@ -110,7 +113,8 @@ def membrane_solve(
     `edges.weight`) replaces the edge weights, direction by direction: an edge to a known pixel with weight 0 is
     a natural (Neumann) boundary there instead of a Dirichlet one. Every connected part of the hole needs one
     edge of positive weight to a known pixel, or its system is singular (the caller's invariant). One sparse LU
-    (`scipy.sparse.linalg.splu`) solves every channel."""
+    (`scipy.sparse.linalg.splu`) solves every channel. `screen_N` (n,), if given, is subtracted from the diagonal:
+    the screened membrane (`benchmarks/plane_depth_probe.py`)."""
     import scipy.sparse as sp
     from scipy.sparse.linalg import splu
 
@@ -123,6 +127,8 @@ def membrane_solve(
         inner, outer = q >= 0, q < 0
         i_off.append(p[inner]), j_off.append(q[inner]), v_off.append(-wt[inner])
         np.add.at(rhs, p[outer], wt[outer, None] * values_NC[flat[outer]])
+    if screen_N is not None:
+        diag = diag - screen_N
     i_all = np.concatenate([np.arange(n), *i_off])
     j_all = np.concatenate([np.arange(n), *j_off])
     v_all = np.concatenate([diag, *v_off])

@@ -7,6 +7,7 @@ the inputs is reported before any model is loaded.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,7 +63,7 @@ def missing_rooms(
     """The rooms of `indices` not complete in `output_dir`: complete means every completion file of every
     view (`room_output_files`) exists and completion.json records these sampling `settings` (so a rerun with
     another seed, step count, other weights (`model_source.weight_settings`), ... redoes the room instead of keeping
-    a stale one)."""
+    a stale one). Logs how many it skips."""
     import json
 
     from panowan.sample.pipeline import room_output_files
@@ -78,4 +79,10 @@ def missing_rooms(
             return False
         return all(recorded.get(k) == v for k, v in settings.items())
 
-    return [i for i in indices if not complete(i)]
+    todo = [i for i in indices if not complete(i)]
+    if len(todo) < len(indices):
+        logging.getLogger(__name__).info(
+            "skipping %d of %d rooms already complete in %s (--overwrite redoes them)",
+            len(indices) - len(todo), len(indices), output_dir,
+        )  # fmt: skip
+    return todo
