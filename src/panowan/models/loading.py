@@ -1,15 +1,7 @@
 """Base model folders: the two published layouts of Wan2.1-I2V, detected, checked and loaded offline.
 
-Layouts (file names exactly as published):
-
-- "diffusers" (`Wan-AI/Wan2.1-I2V-14B-720P-Diffusers`): `model_index.json`, `transformer/`, `vae/`,
-  `text_encoder/` (UMT5), `tokenizer/`, `image_encoder/` (CLIP vision), `image_processor/`, `scheduler/`;
-  every model folder holds `config.json` and `*.safetensors` (one file, or shards listed by an index).
-- "original" (`Wan-AI/Wan2.1-I2V-14B-720P`): `config.json` (Wan's own keys: dim, in_dim, model_type ...),
-  `diffusion_pytorch_model.safetensors` or shards `diffusion_pytorch_model-0000X-of-0000N.safetensors` with
-  `diffusion_pytorch_model.safetensors.index.json`, `Wan2.1_VAE.pth`, `models_t5_umt5-xxl-enc-bf16.pth`,
-  `models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth`, `google/umt5-xxl/` (tokenizer).
-  (`xlm-roberta-large/`, the tokenizer of CLIP's text tower, is not needed: only the vision tower is used.)
+Layouts: "diffusers" (`Wan-AI/Wan2.1-I2V-14B-720P-Diffusers`) and "original" (`Wan-AI/Wan2.1-I2V-14B-720P`),
+their file names listed in `panowan.models.wan_layout`.
 
 The diffusers layout goes through `from_pretrained(local_files_only=True)`. The original layout goes
 through diffusers' single-file conversion (`from_single_file` on the merged shards with a local config:
