@@ -9,7 +9,7 @@
 #            condition fills and the pixel loss on every target view: A keeps v3's decoders (width 16), B has new
 #            ones (width 32, 5 levels, reading camera-frame rays), C is B without the rays;
 #            (run 2026-12-07: neither A nor B beat v3, C exited 1, probably out of memory beside A and B; BENCHMARKS.md)
-#   stage 5: the better of them (VARIANT=A|B|C; stage 4's v4_exports.tgz carried in .gpu/) once more, on rooms of seed 4.
+#   stage 5: the better of them (VARIANT=A|B|C; stage 4's v4_runs.tgz carried in .gpu/) once more, on rooms of seed 4.
 # Usage: bash benchmarks/quality_gpu.sh 1|2|3|4|5 OUT_DIR
 set -euo pipefail
 stage=$1 out=$2
@@ -66,12 +66,11 @@ if [[ $stage == 4 ]]; then
     --init_from src/panowan/assets --train_seed 3 --steps 300 --stop_after ${STOP:-400} --lr 5e-4 "${V4[@]}" \
     "${B_DECODER[@]}" --no-pixel_decoder_rays > "$out/v4c.log" 2>&1 || echo "v4c exited $?"
   wait || true
-  # the device returns at most 8 files: one archive of the exports, one of the logs and metrics
-  for v in a b c; do cp /tmp/v4$v/run/metrics.jsonl "$out/v4${v}_metrics.jsonl" || true; done
-  tar -C /tmp -czf "$out/v4_exports.tgz" v4a/export v4b/export v4c/export || true
-  tar -C "$out" -czf "$out/v4_logs.tgz" --remove-files $(cd "$out" && ls v4*.log v4*_metrics.jsonl) || true
+  # one archive for the exports and metrics: the device returns at most 8 files (the logs stay in OUT, so that
+  # a call cut short still returns them)
+  tar -C /tmp -czf "$out/v4_runs.tgz" v4{a,b,c}/export v4{a,b,c}/run/metrics.jsonl || true
 elif [[ $stage == 5 ]]; then
-  tar -C /tmp -xzf .gpu/v4_exports.tgz "v4${VARIANT,,}/export"
+  tar -C /tmp -xzf .gpu/v4_runs.tgz "v4${VARIANT,,}/export"
   python3 scripts/train_default_model.py --work /tmp/v5 --export /tmp/v5/export --init_from "/tmp/v4${VARIANT,,}/export" \
     --train_seed 4 --steps "${STEPS:-400}" --stop_after ${STOP:-480} --lr "${LR:-3e-4}" "${V4[@]}" \
     > "$out/v5.log" 2>&1 || echo "v5 exited $?"
