@@ -10,7 +10,11 @@
 #            ones (width 32, 5 levels, reading camera-frame rays), C is B without the rays;
 #            (run 2026-12-07: neither A nor B beat v3, C exited 1, probably out of memory beside A and B; BENCHMARKS.md)
 #   stage 5: the better of them (VARIANT=A|B|C; stage 4's v4_runs.tgz carried in .gpu/) once more, on rooms of seed 4.
-# Usage: bash benchmarks/quality_gpu.sh 1|2|3|4|5 OUT_DIR
+#   stage 6 (session 12): v3's own recipe (harmonic condition fills) continued from v3 on 120 new rooms (seed 4), with
+#            the learning rate annealed to zero this time (v3's runs were all cut at a high rate), side by side:
+#            a with v3's pixel loss on one target view per sample, b with it on all four
+#            (run 2026-12-07: both level with the harmonic fill, below v3 on hole PSNR; not shipped; BENCHMARKS.md).
+# Usage: bash benchmarks/quality_gpu.sh 1|2|3|4|5|6 OUT_DIR
 set -euo pipefail
 stage=$1 out=$2
 if [[ -d .whl ]]; then
@@ -76,4 +80,14 @@ elif [[ $stage == 5 ]]; then
     > "$out/v5.log" 2>&1 || echo "v5 exited $?"
   tar -C /tmp/v5 -czf "$out/v5_export.tgz" export
   cp /tmp/v5/run/metrics.jsonl "$out/v5_metrics.jsonl" || true
+fi
+# stage 6 (session 12): see the header
+if [[ $stage == 6 ]]; then
+  V6=("${DM[@]}" --rooms 120 --data /tmp/data_s4 --data_workers 14 --workers 6 --train_seed 4 --steps "${STEPS:-450}"
+      --stop_after "${STOP:-400}" --lr 2e-4 --sampling_steps 2 --sampler euler --init_from src/panowan/assets --no-compile)
+  python3 scripts/train_default_model.py --work /tmp/v6a --export /tmp/v6a/export "${V6[@]}" > "$out/v6a.log" 2>&1 &
+  python3 scripts/train_default_model.py --work /tmp/v6b --export /tmp/v6b/export "${V6[@]}" --pixel_frames 4 \
+    > "$out/v6b.log" 2>&1 || echo "v6b exited $?"
+  wait || true
+  tar -C /tmp -czf "$out/v6_runs.tgz" v6{a,b}/export v6{a,b}/run/metrics.jsonl || true
 fi
