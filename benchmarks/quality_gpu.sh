@@ -83,6 +83,7 @@ elif [[ $stage == 5 ]]; then
 fi
 # stage 6 (session 12): see the header
 if [[ $stage == 6 ]]; then
+  # DM, then the flags that differ from it (argparse keeps the last of a repeated flag)
   V6=("${DM[@]}" --rooms 120 --data /tmp/data_s4 --data_workers 14 --workers 6 --train_seed 4 --steps "${STEPS:-450}"
       --stop_after "${STOP:-400}" --lr 2e-4 --sampling_steps 2 --sampler euler --init_from src/panowan/assets --no-compile)
   python3 scripts/train_default_model.py --work /tmp/v6a --export /tmp/v6a/export "${V6[@]}" > "$out/v6a.log" 2>&1 &
