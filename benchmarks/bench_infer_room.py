@@ -80,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1,
                    help="synth / prepare worker processes; they parallelise over rooms, so for one room 1 "
                         "(in-process, every core for torch) is fastest")  # fmt: skip
+    p.add_argument("--fp8", choices=["off", "weight", "dynamic"], default="off",
+                   help="passed to `panowan infer --fp8` (float8 block weights; the plain forward stays bf16)")  # fmt: skip
     p.add_argument("--forward_iters", type=int, default=3, help="timed plain forwards (after one warm-up)")
     p.add_argument("--budget_s", type=float, default=570.0,
                    help="time limit of the whole benchmark: the infer run is killed when it would leave less "
@@ -264,7 +266,7 @@ def infer_command(args: argparse.Namespace, run: Run) -> list[str]:
     return [*launcher, "-m", "panowan", "infer", "--base_model_dir", str(run.base), "--checkpoint_dir",
             str(run.run_dir), "--data_root", str(run.data), "--output_dir", str(run.output),
             "--num_inference_steps", str(args.steps), "--seed", str(args.seed), "--dtype",
-            str(run.dtype).removeprefix("torch."), "--timings_json", str(run.timings)]  # fmt: skip
+            str(run.dtype).removeprefix("torch."), "--timings_json", str(run.timings), "--fp8", args.fp8]  # fmt: skip
 
 
 def run_infer(cmd: list[str], args: argparse.Namespace, timeout: float) -> float:
@@ -325,6 +327,7 @@ def environment(args: argparse.Namespace, run: Run) -> dict[str, Any]:
         "card": torch.cuda.get_device_name(run.device) if cuda else "cpu",
         "gpus": torch.cuda.device_count() if cuda else 0,
         "nproc": args.nproc,
+        "fp8": args.fp8,
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
         "transformers": transformers.__version__,

@@ -11,7 +11,9 @@ Phases:
   checkpointing of every block, AdamW; optionally also with `compile_repeated_blocks`), then the dual-stream
   step (both streams, interaction layers and PluckerNet, same LoRA and optimiser) in each `--variants` setting:
   `eager-full` (today's default), `compiled-full`, `compiled-selective`, `compiled-selective-F` (a fraction F of
-  the blocks checkpointed). Peak memory of each.
+  the blocks checkpointed); a `+fp8` suffix (e.g. `compiled-full+fp8`) stores the frozen base's block linears
+  in float8 first (`panowan train --fp8_base weight`: what lets both 14B streams train on one 80 GB card).
+  Peak memory of each.
 - infer: the plain forward (median) and the `--infer_steps`-forward loops of the dual model, eager and compiled:
   the loop against `--infer_steps` plain forwards.
 - infer with `--step_cache T1,T2,...` (first-block step caching, `models.step_cache`), after those rows and on
@@ -41,6 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_dual_stream import TARGETS, bench_baseline, dual_inputs
 from panowan.models.dual_stream import DualStreamWan
+from panowan.models.fp8 import quantize_fp8
 from panowan.models.lora import add_lora, freeze_base, trainable_parameter_groups
 from panowan.models.presets import get_preset
 from panowan.models.step_cache import StepCache
@@ -71,22 +74,27 @@ def dump(results: dict, path: str) -> None:
     Path(path).write_text(json.dumps(results, indent=2))
 
 
-def parse_variant(name: str) -> tuple[bool, str, float]:
-    """ "compiled-selective-0.75" -> (compiled, policy, fraction)."""
-    parts = name.split("-")
+def parse_variant(name: str) -> tuple[bool, str, float, bool]:
+    """ "compiled-selective-0.75" -> (compiled, policy, fraction, fp8 base); a "+fp8" suffix freezes the base
+    in float8 (`panowan train --fp8_base weight`)."""
+    core, fp8 = name.removesuffix("+fp8"), name.endswith("+fp8")
+    parts = core.split("-")
     if (
         parts[0] not in ("eager", "compiled")
         or len(parts) not in (2, 3)
         or parts[1] not in ("full", "selective")
     ):
-        raise ValueError(f"variant {name!r}: want (eager|compiled)-(full|selective)[-FRACTION]")
-    return parts[0] == "compiled", parts[1], float(parts[2]) if len(parts) == 3 else 1.0
+        raise ValueError(f"variant {name!r}: want (eager|compiled)-(full|selective)[-FRACTION][+fp8]")
+    return parts[0] == "compiled", parts[1], float(parts[2]) if len(parts) == 3 else 1.0, fp8
 
 
-def build_dual(args, device) -> tuple[DualStreamWan, list[torch.nn.Parameter]]:
+def build_dual(args, device, fp8_base: bool = False) -> tuple[DualStreamWan, list[torch.nn.Parameter]]:
     config = get_preset(args.preset)
     base = build_random_wan(config.wan, device, seed=args.seed)
     model = DualStreamWan.from_base(base, config, ("rgb", "depth"), LocalExchange(), reuse_base=True)
+    # As `panowan train --fp8_base weight` does it: the frozen block linears in float8, then LoRA.
+    if fp8_base:
+        log(f"frozen base: {quantize_fp8(model, 'weight')}")
     add_lora(model, rank=args.lora_rank, targets=TARGETS)
     freeze_base(model)
     trainable = [p for ps in trainable_parameter_groups(model).values() for p in ps]
@@ -97,8 +105,8 @@ def build_dual(args, device) -> tuple[DualStreamWan, list[torch.nn.Parameter]]:
 
 def time_train_variant(args, device, name: str, inputs: tuple, target: dict) -> dict:
     """Build the seeded dual model afresh (fresh optimiser) in setting `name` and time its training step."""
-    compiled, policy, fraction = parse_variant(name)
-    model, trainable = build_dual(args, device)
+    compiled, policy, fraction, fp8_base = parse_variant(name)
+    model, trainable = build_dual(args, device, fp8_base)
     opt = torch.optim.AdamW(trainable, lr=1e-5)
     model.enable_gradient_checkpointing(policy, fraction)
     if compiled:
@@ -273,7 +281,7 @@ def main() -> None:
     add_shape_args(p, "wan2.1-1.3b-i2v")
     p.add_argument("--phases", default="train,infer", help="comma list: train, infer")
     p.add_argument("--variants", default="eager-full,compiled-full,compiled-selective,compiled-selective-0.75",
-                   help="dual-stream training settings to time: (eager|compiled)-(full|selective)[-FRACTION]")  # fmt: skip
+                   help="dual-stream training settings to time: (eager|compiled)-(full|selective)[-FRACTION][+fp8]")  # fmt: skip
     p.add_argument(
         "--baseline_compiled",
         action=argparse.BooleanOptionalAction,

@@ -469,3 +469,25 @@ def test_selective_checkpointing_with_a_budget_trains_like_none(rooms, tmp_path)
         make_config(rooms, tmp_path / "bad", gradient_checkpointing=True, checkpoint_fraction=2.0)
     with pytest.warns(UserWarning, match="ignored without --gradient_checkpointing"):
         make_config(rooms, tmp_path / "ignored", checkpoint_policy="selective")
+
+
+def test_float8_frozen_base_trains_lora_close_to_full_precision_and_resumes_exactly(rooms, tmp_path) -> None:
+    """--fp8_base weight: the base's block linears are float8 (torchao), the adapters train on top; the
+    first step's loss is the full-precision one to the quantisation's error, the checkpoints hold adapters
+    only, and a resumed run replays the uninterrupted one exactly. Without LoRA the flag is refused."""
+    plain, fp8, resumed = tmp_path / "plain", tmp_path / "fp8", tmp_path / "resumed"
+    train(make_config(rooms, plain, max_train_steps=2, ssim_weight=0))
+    train(make_config(rooms, fp8, max_train_steps=4, ssim_weight=0, fp8_base="weight"))
+    first_plain, first_fp8 = metrics(plain)[0]["loss"], metrics(fp8)[0]["loss"]
+    assert first_fp8 != first_plain  # the base really changed ...
+    assert math.isclose(first_fp8, first_plain, rel_tol=0.05), (first_fp8, first_plain)  # ... by float8 only
+    at2, at4 = weights(fp8, 2), weights(fp8, 4)
+    streams = [k for k in at4 if k.startswith("lora_")]
+    assert streams and all("lora" in k.split("/", 1)[1] for k in streams)  # nothing of the frozen base
+    assert any(not torch.equal(at2[k], at4[k]) for k in streams)
+    train(make_config(rooms, resumed, max_train_steps=2, ssim_weight=0, fp8_base="weight"))
+    train(make_config(rooms, resumed, max_train_steps=4, ssim_weight=0, fp8_base="weight"))
+    assert losses(resumed) == losses(fp8)
+    assert_same_weights(weights(resumed, 4), at4)
+    with pytest.raises(ValueError, match="only LoRA can adapt it"):
+        make_config(rooms, tmp_path / "bad", fp8_base="weight", lora_rank=0)

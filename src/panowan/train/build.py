@@ -5,6 +5,8 @@ conditioning encoded once so the encoders can be released."""
 from __future__ import annotations
 
 import dataclasses
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,8 @@ import torch
 
 from panowan.models.presets import fill_fields
 from panowan.train.config import TrainConfig
+
+logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------ conditioning
@@ -109,8 +113,17 @@ def build_model(config: TrainConfig, groups, device: torch.device) -> Built:
         from panowan.models.exported import init_from_exported
 
         init_from_exported(model, config.init_from, verify=config.verify_checkpoints)
+    if config.fp8_base != "off":
+        from panowan.models.fp8 import quantize_fp8
+
+        # torchao quantises where the weights are; the adapters come after, in full precision.
+        model.to(device)
+        logger.info("frozen base: %s", quantize_fp8(model, config.fp8_base))
     if config.lora_rank:
-        add_lora(model, config.lora_rank, config.lora_alpha, tuple(config.lora_targets), seed=config.seed)
+        with warnings.catch_warnings():
+            # PEFT warns that adapters on a torchao base cannot be merged; training never merges them.
+            warnings.filterwarnings("ignore", message="TorchaoLoraLinear was instantiated")
+            add_lora(model, config.lora_rank, config.lora_alpha, tuple(config.lora_targets), seed=config.seed)
     freeze_base(model)  # without LoRA it freezes nothing: the streams train in full
     model.to(device)
     if config.gradient_checkpointing:

@@ -168,6 +168,14 @@ class TrainConfig:
         "one-off compilation within tens of steps (1.3B shape, one H100: 2.98 -> 2.25 s a step after about 40 s "
         "of compiling; BENCHMARKS.md), off on a CPU",
     )
+    fp8_base: str = _f(
+        "off",
+        "store the frozen base's Wan-block linear layers in float8 ('weight': torchao's float8 weight-only "
+        "quantisation, one scale per output row; the LoRA adapters and every new module train in full "
+        "precision on top): about half the weight memory, so both 14B streams train on one 80 GB card; needs "
+        "LoRA (--lora_rank >= 1). Infer such a checkpoint with --fp8 weight to see the base it was trained on",
+        choices=("off", "weight"),
+    )
     # --- optimisation ----------------------------------------------------------------------------
     max_train_steps: int = _f(1000, "optimiser steps of the run (skipped steps count)")
     learning_rate: float = _f(1e-4, "peak AdamW learning rate")
@@ -392,7 +400,11 @@ class TrainConfig:
             self.width % self.yaw_step_px == 0,
             f"--yaw_step_px {self.yaw_step_px} must divide the width {self.width}",
         )
+        need(self.fp8_base == "off" or self.lora_rank >= 1,
+             f"--fp8_base {self.fp8_base} freezes the base in float8, so only LoRA can adapt it: give "
+             "--lora_rank >= 1 (--lora_rank 0 trains every base weight)")  # fmt: skip
         for name, value in (("mixed_precision", self.mixed_precision), ("lr_scheduler", self.lr_scheduler),
+                            ("fp8_base", self.fp8_base),
                             ("on_nonfinite", self.on_nonfinite), ("weighting_scheme", self.weighting_scheme),
                             *((("interactions", self.interactions),) if self.interactions else ()),
                             *((f, getattr(self, f)) for f in ("rgb_condition_fill", "depth_condition_fill")
