@@ -47,3 +47,34 @@ def test_ablation_table_is_mean_and_spread_over_seeds():
     assert table["none"] == {"seeds": 0}
     assert set(ablation.VARIANTS) == {"full", "no-cross", "no-pose", "none", "alone"}
     assert ablation.VARIANTS["alone"][-2:] == ["--max_grad_norm", "0"]
+
+
+def test_learned_fill_probe_keeps_known_pixels_and_starts_as_its_fill(prepared_root, tmp_path):
+    """benchmarks/learned_fill_probe.py: the fresh U-Net (zero output layer) writes exactly the classical fill
+    it corrects; a few training steps change the holes only (the known pixels are the condition's, in metres)."""
+    import numpy as np
+
+    from panowan.data.io import read_depth
+    from panowan.data.layout import scan_rooms
+
+    probe = _load("learned_fill_probe")
+    common = ["--eval_root", str(prepared_root), "--width", "4", "--levels", "2", "--workers", "1"]
+    fresh = probe.main(
+        [*common, "--train_root", str(prepared_root), "--out", str(tmp_path / "fresh"), "--steps", "0"]
+    )
+    trained = probe.main([*common, "--train_root", str(prepared_root), "--out", str(tmp_path / "trained"),
+                          "--steps", "3", "--batch", "2", "--lr", "1e-2"])  # fmt: skip
+    assert fresh["steps"] == 0 and trained["steps"] == 3 and fresh["completed_views"] == 4
+    room = scan_rooms(prepared_root)[0]
+    views = {int(v["view"]): v for v in probe.room_views(str(room), "depth_steered", with_truth=False)}
+    rid = f"{room.parent.name}/{room.name}"
+    moved = 0.0
+    for view, v in views.items():
+        stem = f"panorama_{view:04d}_depth.npy"
+        size = v["depth"].shape
+        d_fresh = read_depth(tmp_path / "fresh" / "pred" / rid / stem, size, room)
+        d_trained = read_depth(tmp_path / "trained" / "pred" / rid / stem, size, room)
+        np.testing.assert_allclose(d_fresh, v["depth"], rtol=1e-5)  # the fill, through log and exp
+        np.testing.assert_array_equal(d_trained[v["known"]], v["depth"][v["known"]])
+        moved += float(np.abs(d_trained - d_fresh)[~v["known"]].sum())
+    assert moved > 0
