@@ -1,4 +1,7 @@
-"""Float8 weights for inference: torchao's float8 quantisation of the linear layers inside the Wan blocks.
+"""Float8 weights: torchao's float8 quantisation of the linear layers inside the Wan blocks, for inference
+(`panowan infer --fp8`) and, in "weight" mode, for a frozen base under LoRA in training (`panowan train --fp8_base
+weight`: quantise first, then add the adapters, which PEFT wraps around the float8 layers and which train in full
+precision; torchao's float8 weight tensor passes gradients to its input, not to itself).
 
 Modes (`panowan infer --fp8`, `Completer.from_pretrained(fp8=...)`):
 - "weight": `Float8WeightOnlyConfig`: weights stored in float8_e4m3 with one scale per output row, turned
