@@ -17,7 +17,7 @@
 #   stage 7 (session 13): benchmarks/learned_fill_probe.py, the model's full-resolution U-Net alone trained as a
 #            per-view regression of the holes, on 240 new rooms (seed 5), side by side: A corrects the depth-steered
 #            fill, B the harmonic one (width 48 each); completions and evaluation on the CPU afterwards (--weights).
-# Usage: bash benchmarks/quality_gpu.sh 1|2|3|4|5|6|7 OUT_DIR
+# Usage: bash benchmarks/quality_gpu.sh 1|2|3|4|5|6|7|7data OUT_DIR
 set -euo pipefail
 stage=$1 out=$2
 if [[ -d .whl ]]; then
@@ -96,10 +96,13 @@ if [[ $stage == 6 ]]; then
   tar -C /tmp -czf "$out/v6_runs.tgz" v6{a,b}/export v6{a,b}/run/metrics.jsonl || true
 fi
 # stage 7 (session 13): see the header
-if [[ $stage == 7 ]]; then
+if [[ $stage == 7* && ! -f /tmp/data_s5/.ready ]]; then  # "7data": the rooms only (another job may use the GPU)
   python3 -m panowan synth --out /tmp/data_s5 --rooms "${ROOMS:-240}" --views 9 --height 256 --width 512 --seed 5 \
     --difficulty hard --workers 15 > "$out/synth.log" 2>&1
   python3 -m panowan prepare --data_root /tmp/data_s5 --workers 15 >> "$out/synth.log" 2>&1
+  touch /tmp/data_s5/.ready
+fi
+if [[ $stage == 7 ]]; then
   P7=(--train_root /tmp/data_s5 --device cuda --width 48 --batch 16 --workers 7 --time_budget_s "${BUDGET:-300}")
   python3 benchmarks/learned_fill_probe.py "${P7[@]}" --fill depth_steered --out /tmp/p7a > "$out/p7a.log" 2>&1 &
   python3 benchmarks/learned_fill_probe.py "${P7[@]}" --fill harmonic --out /tmp/p7b > "$out/p7b.log" 2>&1 \
