@@ -12,7 +12,7 @@ Phases:
   step (both streams, interaction layers and PluckerNet, same LoRA and optimiser) in each `--variants` setting:
   `eager-full` (today's default), `compiled-full`, `compiled-selective`, `compiled-selective-F` (a fraction F of
   the blocks checkpointed); a `+fp8` suffix (e.g. `compiled-full+fp8`) stores the frozen base's block linears
-  in float8 first (`panowan train --fp8_base weight`: what lets both 14B streams train on one 80 GB card).
+  in float8 first (`panowan train --fp8_base weight`: half the weight memory, meant to fit both 14B streams' training on 80 GB).
   Peak memory of each.
 - infer: the plain forward (median) and the `--infer_steps`-forward loops of the dual model, eager and compiled:
   the loop against `--infer_steps` plain forwards.

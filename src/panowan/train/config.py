@@ -172,8 +172,9 @@ class TrainConfig:
         "off",
         "store the frozen base's Wan-block linear layers in float8 ('weight': torchao's float8 weight-only "
         "quantisation, one scale per output row; the LoRA adapters and every new module train in full "
-        "precision on top): about half the weight memory, so both 14B streams train on one 80 GB card; needs "
-        "LoRA (--lora_rank >= 1). Infer such a checkpoint with --fp8 weight to see the base it was trained on",
+        "precision on top): about half the weight memory (both 14B streams: 31.6 instead of 61.7 GiB, meant for one "
+        "80 GB card; the 14B step is not yet timed); needs LoRA (--lora_rank >= 1) and torchao (panowan[fp8]). "
+        "Infer such a checkpoint with --fp8 weight to see the base it was trained on",
         choices=("off", "weight"),
     )
     # --- optimisation ----------------------------------------------------------------------------
