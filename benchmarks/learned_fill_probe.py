@@ -43,18 +43,16 @@ OUT_CHANNELS = 3 + 1  # RGB correction, log-depth correction
 def room_views(room: str, fill: str, with_truth: bool = True) -> list[dict[str, np.ndarray]]:
     """Every target view (1..) of one prepared room: fill RGB uint8 `H,W,3`, fill / truth depth (metres), known
     mask, and (with_truth) the true RGB; the view index under "view"."""
-    from panowan.data.dataset import known_mask, validate_room
-    from panowan.data.io import read_depth, read_mask, read_rgb
-    from panowan.eval.baselines import baseline_view
+    from panowan.data.dataset import validate_room
+    from panowan.data.io import read_depth, read_rgb
+    from panowan.eval.baselines import baseline_view, read_condition
 
     info = validate_room(Path(room))
     paths, size = info.paths, info.size
     views = []
     for view in info.views[1:]:
-        depth = read_depth(paths.cond_depth(view), size, room)
-        mask_file = read_mask(paths.cond_mask(view), size, room) if info.has_mask.get(view) else None
-        known = known_mask(depth, mask_file, "known", paths, view)
-        rgb, depth_fill = baseline_view(read_rgb(paths.cond_rgb(view), size, room), depth, known, fill)
+        rgb_cond, depth, known = read_condition(info, view)
+        rgb, depth_fill = baseline_view(rgb_cond, depth, known, fill)
         item = {"view": np.int64(view), "rgb": rgb, "depth": depth_fill.astype(np.float32), "known": known}
         if with_truth:
             item["gt_rgb"] = read_rgb(paths.gt_rgb(view), size, room)
@@ -198,8 +196,8 @@ def train(args: argparse.Namespace, device: torch.device) -> tuple[ErpUNet, dict
 def complete(net: ErpUNet, eval_root: str, fill: str, out: Path, device: torch.device) -> int:
     """Write completions of every room under `eval_root` into `out` (infer's layout); returns the views done."""
     from panowan.data.dataset import validate_room
-    from panowan.data.io import read_depth, read_rgb
     from panowan.data.layout import scan_rooms
+    from panowan.eval.baselines import read_reference
     from panowan.sample.pipeline import write_room
 
     done = 0
@@ -207,10 +205,9 @@ def complete(net: ErpUNet, eval_root: str, fill: str, out: Path, device: torch.d
     for room in scan_rooms(eval_root):
         info = validate_room(room)
         by_view = {int(v["view"]): v for v in room_views(str(room), fill, with_truth=False)}
-        ref_rgb = read_rgb(info.paths.ref_rgb, info.size, room)
-        ref_depth = read_depth(info.paths.ref_depth, info.size, room)
+        ref_rgb, ref_depth = read_reference(info)
         rgbs = [torch.from_numpy(ref_rgb).permute(2, 0, 1).float() / 255]
-        depths = [torch.from_numpy(np.where(np.isfinite(ref_depth), ref_depth, 0).astype(np.float32))[None]]
+        depths = [torch.from_numpy(ref_depth)[None]]
         for view in info.views[1:]:
             v = by_view[view]
             rgb = torch.from_numpy(v["rgb"]).permute(2, 0, 1)[None].float().to(device) / 255

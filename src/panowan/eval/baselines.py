@@ -47,35 +47,53 @@ def baseline_view(cond_rgb: np.ndarray, cond_depth: np.ndarray, known_HW: np.nda
     return inpaint_erp(rgb, hole, method), inpaint_erp(depth, hole, method).astype(np.float32)
 
 
+def read_condition(info, view: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A target view's condition as the baselines read it: (rgb `H,W,3` uint8, range `H,W` metres, known `H,W`
+    bool), `info` from `panowan.data.dataset.validate_room`."""
+    from panowan.data.dataset import known_mask
+    from panowan.data.io import read_depth, read_mask, read_rgb
+
+    paths, size, room = info.paths, info.size, info.paths.root
+    depth = read_depth(paths.cond_depth(view), size, room)
+    mask_file = read_mask(paths.cond_mask(view), size, room) if info.has_mask.get(view) else None
+    known = known_mask(depth, mask_file, "known", paths, view)
+    return read_rgb(paths.cond_rgb(view), size, room), depth, known
+
+
+def read_reference(info) -> tuple[np.ndarray, np.ndarray]:
+    """View 0's full panorama: (rgb `H,W,3` uint8, range `H,W` metres, 0 where it is not finite and positive)."""
+    from panowan.data.io import read_depth, read_rgb
+
+    paths, size, room = info.paths, info.size, info.paths.root
+    depth = read_depth(paths.ref_depth, size, room)
+    return read_rgb(paths.ref_rgb, size, room), np.where(np.isfinite(depth) & (depth > 0), depth, 0).astype(
+        np.float32
+    )
+
+
 def run_baseline(data_root: str | os.PathLike, output_dir: str | os.PathLike, method: str,
                  rooms: list[str] | None = None, *, point_stride: int = 1) -> list[Path]:  # fmt: skip
     """Write `method`'s predictions for every view of every room (or of `rooms`, ids 'area/room')."""
     import torch
 
-    from panowan.data.io import read_depth, read_mask, read_rgb
     from panowan.data.layout import scan_rooms
     from panowan.sample.pipeline import write_room
 
     if method not in BASELINES:
         raise ValueError(f"unknown baseline {method!r}; choose one of {BASELINES}")
-    from panowan.data.dataset import known_mask, validate_room
+    from panowan.data.dataset import validate_room
 
     written = []
     for room in scan_rooms(data_root):
         info = validate_room(room)
         if rooms is not None and info.paths.room_id not in rooms:
             continue
-        paths, size = info.paths, info.size
+        paths = info.paths
         rgbs, depths = [], []
         for view in info.views:
-            if view == 0:
-                rgb, depth = read_rgb(paths.ref_rgb, size, room), read_depth(paths.ref_depth, size, room)
-                depth = np.where(np.isfinite(depth) & (depth > 0), depth, 0).astype(np.float32)
-            else:
-                depth = read_depth(paths.cond_depth(view), size, room)
-                mask_file = read_mask(paths.cond_mask(view), size, room) if info.has_mask.get(view) else None
-                known = known_mask(depth, mask_file, "known", paths, view)
-                rgb, depth = baseline_view(read_rgb(paths.cond_rgb(view), size, room), depth, known, method)
+            rgb, depth = (
+                read_reference(info) if view == 0 else baseline_view(*read_condition(info, view), method)
+            )
             rgbs.append(torch.from_numpy(rgb).permute(2, 0, 1).float() / 255)
             depths.append(torch.from_numpy(depth)[None])
         out = write_room(

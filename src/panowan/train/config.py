@@ -170,11 +170,10 @@ class TrainConfig:
     )
     fp8_base: str = _f(
         "off",
-        "store the frozen base's Wan-block linear layers in float8 ('weight': torchao's float8 weight-only "
-        "quantisation, one scale per output row; the LoRA adapters and every new module train in full "
-        "precision on top): about half the weight memory (both 14B streams: 31.6 instead of 61.7 GiB, meant for one "
-        "80 GB card; the 14B step is not yet timed); needs LoRA (--lora_rank >= 1) and torchao (panowan[fp8]). "
-        "Infer such a checkpoint with --fp8 weight to see the base it was trained on",
+        "store the frozen base's Wan-block linears in float8 ('weight': torchao's float8 weight-only quantisation, "
+        "one scale per output row; LoRA and every new module train in full precision on top): about half the weight "
+        "memory (both 14B streams: 31.6 instead of 61.7 GiB; the 14B step is not yet timed); needs LoRA and torchao "
+        "(panowan[fp8]). Infer such a checkpoint with --fp8 weight to see the base it was trained on",
         choices=("off", "weight"),
     )
     # --- optimisation ----------------------------------------------------------------------------
@@ -401,9 +400,8 @@ class TrainConfig:
             self.width % self.yaw_step_px == 0,
             f"--yaw_step_px {self.yaw_step_px} must divide the width {self.width}",
         )
-        need(self.fp8_base == "off" or self.lora_rank >= 1,
-             f"--fp8_base {self.fp8_base} freezes the base in float8, so only LoRA can adapt it: give "
-             "--lora_rank >= 1 (--lora_rank 0 trains every base weight)")  # fmt: skip
+        need(self.fp8_base == "off" or self.lora_rank >= 1, f"--fp8_base {self.fp8_base} freezes the base in "
+             "float8, so only LoRA can adapt it: give --lora_rank >= 1 (0 trains every base weight)")  # fmt: skip
         for name, value in (("mixed_precision", self.mixed_precision), ("lr_scheduler", self.lr_scheduler),
                             ("fp8_base", self.fp8_base),
                             ("on_nonfinite", self.on_nonfinite), ("weighting_scheme", self.weighting_scheme),
