@@ -64,6 +64,19 @@ def test_train_on_one_layout_then_infer_on_the_other(
         and (depth > 0).all()
     )
     assert (out / "area_000" / "room_0000" / "room.ply").is_file()
+    if layout == "diffusers":
+        _check_vae_tiling(run, other)
+
+
+def _check_vae_tiling(run: Path, base: str) -> None:
+    """build_model tiles the VAE when asked (the default on CUDA, where an untiled encode beside both 14B streams
+    on one 80 GB card is out of memory), and not on the CPU by default."""
+    from panowan.sample.model_source import build_model, resolve_source
+
+    source = resolve_source(checkpoint_dir=run, base_model_dir=base)
+    for tiling, expected in ((None, False), (True, True)):
+        _, codec, _ = build_model(source, base, torch.device("cpu"), torch.float32, vae_tiling=tiling)
+        assert (codec.vae.use_tiling, codec.vae.use_slicing) == (expected, expected)
 
 
 def test_lora_rank_mismatch_is_refused_before_loading(

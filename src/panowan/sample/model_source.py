@@ -218,14 +218,15 @@ def weight_settings(source: ModelSource, fp8: str = "off") -> dict[str, str]:
 
 def build_model(
     source: ModelSource, base_model_dir: str | None, device, dtype, groups=None, *, fp8: str = "off",
-    compile: bool = False,
+    compile: bool = False, vae_tiling: bool | None = None,
 ):  # fmt: skip
     """(model, codec, encoder) for a resolved source. Heavy: reads the weights.
 
     `groups` (`panowan.parallel.groups.StreamGroups`, under torchrun) restricts the model to this rank's stream
     and connects it to its peer; default: one process holds both streams. `fp8` ("weight" or "dynamic";
     `panowan.models.fp8`) quantises the Wan blocks' linear layers once the model is on `device` in `dtype`
-    (LoRA adapters folded in first); `compile` then compiles its regions (`DualStreamWan.compile_blocks`)."""
+    (LoRA adapters folded in first); `compile` then compiles its regions (`DualStreamWan.compile_blocks`). `vae_tiling`
+    (default: on CUDA) makes the Wan VAE encode and decode in tiles (`models.loading.enable_vae_memory_savers`)."""
     import torch
     from diffusers import WanTransformer3DModel
 
@@ -246,6 +247,12 @@ def build_model(
 
         base_model = load_base_model(base_model_dir, dtype=dtype, preset=cfg)
         base, vae, encoder_src = base_model.transformer, base_model.vae.to(device).eval(), base_model
+        if torch.device(device).type == "cuda" if vae_tiling is None else vae_tiling:
+            # Tiled, sliced VAE passes take under 1 GiB at 17 views of 720x1440 instead of 8-11 GiB (BENCHMARKS.md,
+            # VAE), for ~2 s more a room: untiled, the encode beside both 14B streams on one 80 GB card is out of memory.
+            from panowan.models.loading import enable_vae_memory_savers
+
+            enable_vae_memory_savers(vae)
     else:
         # The trainer's seeded random base (train seed = init_seed); the embedded model overwrites it.
         with torch.random.fork_rng(devices=[]):
