@@ -78,3 +78,45 @@ def test_learned_fill_probe_keeps_known_pixels_and_starts_as_its_fill(prepared_r
         np.testing.assert_array_equal(d_trained[v["known"]], v["depth"][v["known"]])
         moved += float(np.abs(d_trained - d_fresh)[~v["known"]].sum())
     assert moved > 0
+
+
+def test_label_fill_keeps_each_surface_to_its_own_boundary():
+    """benchmarks/hole_oracles.py: a hole across two surfaces of constant colour is filled with each surface's own
+    colour exactly (the membrane with Dirichlet values from its own label only), where the plain membrane blends."""
+    import numpy as np
+
+    from panowan.data.inpaint import harmonic_fill
+
+    oracles = _load("hole_oracles")
+    label = np.zeros((16, 32), np.int64)
+    label[:, 16:] = 1
+    image = np.where(label[..., None] == 0, 10.0, 200.0).repeat(3, -1)
+    known = np.ones((16, 32), bool)
+    known[4:12, 10:22] = False
+    base = harmonic_fill(np.where(known[..., None], image, 0), ~known)
+    out = oracles.label_fill(base, known, label)
+    np.testing.assert_allclose(out, image, atol=1e-9)
+    assert np.abs(base - image)[~known].max() > 50  # the plain membrane does blend the two
+
+
+def test_hole_oracles_rebuild_the_scenes_and_refuse_another_seed(tmp_path):
+    import json
+
+    import numpy as np
+
+    from panowan.data.prepare import prepare_rooms
+    from panowan.data.synth import synth_rooms
+
+    synth_rooms(tmp_path, 2, 5, 32, 64, seed=7, difficulty="hard", stats=True)
+    assert not prepare_rooms(tmp_path, progress=False).failed
+    oracles = _load("hole_oracles")
+    result = oracles.main(["--data_root", str(tmp_path), "--json", str(tmp_path / "o.json")])
+    assert result["views"] == len(result["rows"]) > 0
+    for row in result["rows"]:
+        parts = row["on_shell"] + row["on_object_seen_by_view0"] + row["on_object_unseen_by_view0"]
+        assert parts == pytest.approx(1.0) and min(row["on_shell"], row["on_object_unseen_by_view0"]) >= -1e-9
+        assert all(np.isfinite(row[m]) for m in oracles.METHODS)
+    stats = json.loads((tmp_path / "synth_stats.json").read_text())
+    (tmp_path / "synth_stats.json").write_text(json.dumps({**stats, "seed": 8}))
+    with pytest.raises(ValueError, match="not the scene"):
+        oracles.main(["--data_root", str(tmp_path)])

@@ -122,11 +122,14 @@ def _object_normal(obj, p_M3: np.ndarray) -> np.ndarray:
     return np.where(cap[:, None] != 0, np.stack((np.zeros_like(cap), cap, np.zeros_like(cap)), 1), radial)
 
 
-def cast_rays(scene: Scene, origin_3: np.ndarray, dirs_N3: np.ndarray):
-    """Trace unit world rays from one origin: (t_N, normal_N3, material_id_N), ids 0-2 room, 3+k object k."""
+def cast_rays(scene: Scene, origin_3: np.ndarray, dirs_N3: np.ndarray, objects: bool = True):
+    """Trace unit world rays from one origin: (t_N, normal_N3, material_id_N), ids 0-2 room, 3+k object k.
+    `objects=False` traces the room's shell alone (walls, floor, ceiling), as if it were empty."""
     d = dirs_N3
     inv_d = 1.0 / _safe(d)
     t, normal, mat = _hit_room(scene, origin_3, d, inv_d)
+    if not objects:
+        return t, normal, mat
     inv_cols = [np.ascontiguousarray(inv_d[:, i]) for i in range(3)]
     for k, obj in enumerate(scene.objects):
         if isinstance(obj, Box):

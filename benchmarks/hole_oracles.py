@@ -1,0 +1,166 @@
+r"""Probe: where do the hole pixels of the synthetic rooms lie, and how much is knowing it worth?
+
+    python benchmarks/hole_oracles.py --data_root HARD --json benchmarks/results/hole_oracles_256_hard920001.json
+
+HARD: a prepared `panowan synth` set (its `synth_stats.json` names the seed and difficulty, from which every room's
+scene is rebuilt exactly; the rebuilt range must match the stored ground truth or the room is refused). For every
+target view, over the pixels view 0 does not see (the holes):
+
+- where they lie: the room's shell (walls, floor, ceiling), an object that view 0 sees elsewhere, or an object view 0
+  does not see at all;
+- hole PSNR of the two best classical fills (harmonic, depth-steered), and of fills that are told something no fill
+  of the boundary knows (oracles, to bound what a model could learn):
+  - `true_depth`: the depth-steered colour fill (`data.depth_fill.fill_rgb_on_surface`) given the true depth;
+  - `material`: each hole pixel filled by the membrane of the known pixels of its own material only (walls, floor,
+    ceiling, each object; Neumann at every other pixel), `data.depth_fill.steered_membrane`;
+  - `shell`: the same for the shell's three surfaces only, the objects' hole pixels by the harmonic fill;
+  - `layout`: the hole pixels labelled by the surface their ray meets in the *empty* room (what a fit of the room's
+    planes could give), the known pixels by their true surface; and `layout_blend`, that fill mixed with the
+    harmonic one by the membrane of the known pixels' shell indicator (a soft "is this hole pixel shell?");
+  - `known_labels`: labels at the known pixels only (shell surfaces and "object"), the hole pixels' labels by the
+    membrane of their one-hot codes: what the boundary alone says about the labels.
+Mean over the views with a hole (the benchmark's per-view average). CPU, about 20 s for 8 rooms of 5 views at 256x512.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from panowan.data.dataset import validate_room
+from panowan.data.depth_fill import fill_rgb_on_surface, steered_membrane
+from panowan.data.inpaint import harmonic_fill
+from panowan.data.io import read_depth, read_rgb
+from panowan.data.layout import scan_rooms
+from panowan.data.synth import cast_rays, make_scene, room_seed
+from panowan.eval.baselines import baseline_view, read_condition
+from panowan.geometry.erp import erp_directions_N3
+
+OBJECT = 3  # the material ids of the synthetic rooms: 0 wall, 1 floor, 2 ceiling, 3 + k object k
+METHODS = (
+    "harmonic",
+    "depth_steered",
+    "true_depth",
+    "material",
+    "shell",
+    "layout",
+    "layout_blend",
+    "known_labels",
+)
+
+
+def hole_psnr(pred: np.ndarray, gt: np.ndarray, hole: np.ndarray) -> float:
+    err = ((pred.astype(np.float64) - gt.astype(np.float64)) / 255) ** 2
+    return float(10 * np.log10(1 / max(err[hole].mean(), 1e-10)))
+
+
+def label_fill(base_HW3: np.ndarray, known_HW: np.ndarray, label_HW: np.ndarray) -> np.ndarray:
+    """Each hole pixel of label l >= 0 by the membrane with Dirichlet values at the known pixels of label l only
+    (Neumann at every other neighbour); a part with no such pixel, or a label < 0, keeps `base_HW3` (a complete
+    image, which also gives the values a fallback part reads)."""
+    out = base_HW3.astype(np.float64).copy()
+    values, hole = out.reshape(-1, 3), ~known_HW
+    flat_label, flat_known = label_HW.reshape(-1), known_HW.reshape(-1)
+    for lab in np.unique(label_HW[hole]):
+        part = hole & (label_HW == lab)
+        if lab < 0 or not (known_HW & (label_HW == lab)).any():
+            continue
+        solved, _ = steered_membrane(
+            values, part, lambda p, flat, lab=lab: flat_known[flat] & (flat_label[flat] == lab)
+        )
+        out[part] = solved
+    return out
+
+
+def interpolated_labels(known_HW: np.ndarray, label_HW: np.ndarray, classes: list[int]) -> np.ndarray:
+    """The known pixels' labels, and each hole pixel's the arg max of the membrane of the classes' one-hot codes."""
+    onehot = np.stack([known_HW & (label_HW == c) for c in classes], -1).astype(np.float64)
+    winner = np.asarray(classes)[harmonic_fill(onehot, ~known_HW).argmax(-1)]
+    return np.where(known_HW, label_HW, winner)
+
+
+def view_row(scene, info, view: int, seen_by_view0: set[int]) -> dict | None:
+    h, w = info.size
+    rays = erp_directions_N3(h, w) @ scene.poses[view].rotation.double().numpy()
+    origin = scene.poses[view].position.double().numpy()
+    t, _, mat = cast_rays(scene, origin, rays)
+    _, _, mat_empty = cast_rays(scene, origin, rays, objects=False)
+    mat, mat_empty = mat.reshape(h, w).astype(np.int64), mat_empty.reshape(h, w).astype(np.int64)
+    gt_depth = read_depth(info.paths.gt_depth(view), info.size, info.paths.root)
+    if not np.allclose(t.reshape(h, w), gt_depth, rtol=1e-3, atol=1e-3):
+        raise ValueError(
+            f"{info.paths.root}: view {view} is not the scene its synth_stats.json seed rebuilds"
+        )
+    rgb, depth, known = read_condition(info, view)
+    hole = ~known
+    if not hole.any():
+        return None
+    gt = read_rgb(info.paths.gt_rgb(view), info.size, info.paths.root)
+    harmonic = baseline_view(rgb, depth, known, "harmonic")[0]
+    surface = np.minimum(mat, OBJECT)  # wall, floor, ceiling, or any object
+    is_shell = np.stack([surface < OBJECT, surface == OBJECT], -1).astype(np.float64)
+    p_shell = harmonic_fill(np.where(known[..., None], is_shell, 0), hole)[..., :1]
+    layout = label_fill(harmonic, known, np.where(known, surface, mat_empty))
+    base = np.where(known[..., None], rgb, 0).astype(np.uint8)
+    fills = {
+        "harmonic": harmonic,
+        "depth_steered": baseline_view(rgb, depth, known, "depth_steered")[0],
+        "true_depth": fill_rgb_on_surface(base, np.where(known, depth, gt_depth).astype(np.float32), known),
+        "material": label_fill(harmonic, known, mat),
+        "shell": label_fill(harmonic, known, np.where(surface < OBJECT, surface, -1)),
+        "layout": layout,
+        "layout_blend": p_shell * layout + (1 - p_shell) * harmonic,
+        "known_labels": label_fill(harmonic, known, np.where(
+            (lab := interpolated_labels(known, surface, [0, 1, 2, OBJECT])) == OBJECT, -1, lab)),
+    }  # fmt: skip
+    hole_mat = mat[hole]
+    row = {"view": view, "hole_fraction": float(hole.mean()), "on_shell": float((hole_mat < OBJECT).mean()),
+           "on_object_seen_by_view0": float(np.isin(hole_mat, sorted(seen_by_view0 - {0, 1, 2})).mean()),
+           "known_labels_accuracy": float((lab[hole] == surface[hole]).mean())}  # fmt: skip
+    row["on_object_unseen_by_view0"] = 1.0 - row["on_shell"] - row["on_object_seen_by_view0"]
+    row.update({name: hole_psnr(fills[name], gt, hole) for name in METHODS})
+    return row
+
+
+def room_rows(room: Path, seed: int, difficulty: str) -> list[dict]:
+    info = validate_room(room)
+    index = int(room.name.split("_")[-1])
+    scene = make_scene(room_seed(seed, index), len(info.views), difficulty)
+    h, w = info.size
+    rays0 = erp_directions_N3(h, w) @ scene.poses[0].rotation.double().numpy()
+    seen = set(np.unique(cast_rays(scene, scene.poses[0].position.double().numpy(), rays0)[2]).tolist())
+    rows = [view_row(scene, info, view, seen) for view in info.views[1:]]
+    return [{"room": info.paths.room_id, **r} for r in rows if r is not None]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--data_root", required=True, help="a prepared `panowan synth` set (with synth_stats.json)"
+    )
+    p.add_argument("--json", default=None, help="write the means and every view's row here")
+    args = p.parse_args(argv)
+    stats_file = Path(args.data_root) / "synth_stats.json"
+    if not stats_file.is_file():
+        raise SystemExit(f"{stats_file}: missing; the scenes are rebuilt from the seed it records")
+    stats = json.loads(stats_file.read_text())
+    rows = [
+        r for room in scan_rooms(args.data_root) for r in room_rows(room, stats["seed"], stats["difficulty"])
+    ]
+    keys = [k for k in rows[0] if k not in ("room", "view")]
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    for k in keys:
+        print(f"{k:24s} {mean[k]:8.3f}")
+    result = {"data_root": args.data_root, "seed": stats["seed"], "difficulty": stats["difficulty"],
+              "views": len(rows), "mean": mean, "rows": rows, "command": " ".join(["python", *sys.argv])}  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
