@@ -12,7 +12,7 @@ target view, over the pixels view 0 does not see (the holes):
   of the boundary knows (oracles, to bound what a model could learn):
   - `true_depth`: the depth-steered colour fill (`data.depth_fill.fill_rgb_on_surface`) given the true depth;
   - `material`: each hole pixel filled by the membrane of the known pixels of its own material only (walls, floor,
-    ceiling, each object; Neumann at every other pixel), `data.depth_fill.steered_membrane`;
+    ceiling, each object; Neumann at every other pixel), `data.room_shell.fill_by_label`;
   - `shell`: the same for the shell's three surfaces only, the objects' hole pixels by the harmonic fill;
   - `layout`: the hole pixels labelled by the surface their ray meets in the *empty* room (what a fit of the room's
     planes could give), the known pixels by their true surface; and `layout_blend`, that fill mixed with the
@@ -32,10 +32,11 @@ from pathlib import Path
 import numpy as np
 
 from panowan.data.dataset import validate_room
-from panowan.data.depth_fill import fill_rgb_on_surface, steered_membrane
+from panowan.data.depth_fill import fill_rgb_on_surface
 from panowan.data.inpaint import harmonic_fill
 from panowan.data.io import read_depth, read_rgb
 from panowan.data.layout import scan_rooms
+from panowan.data.room_shell import RoomShell, fill_by_label, fit_room
 from panowan.data.synth import cast_rays, make_scene, room_seed
 from panowan.eval.baselines import baseline_view, read_condition
 from panowan.geometry.erp import erp_directions_N3
@@ -44,6 +45,7 @@ OBJECT = 3  # the material ids of the synthetic rooms: 0 wall, 1 floor, 2 ceilin
 METHODS = (
     "harmonic",
     "depth_steered",
+    "room_shell",
     "true_depth",
     "material",
     "shell",
@@ -58,24 +60,6 @@ def hole_psnr(pred: np.ndarray, gt: np.ndarray, hole: np.ndarray) -> float:
     return float(10 * np.log10(1 / max(err[hole].mean(), 1e-10)))
 
 
-def label_fill(base_HW3: np.ndarray, known_HW: np.ndarray, label_HW: np.ndarray) -> np.ndarray:
-    """Each hole pixel of label l >= 0 by the membrane with Dirichlet values at the known pixels of label l only
-    (Neumann at every other neighbour); a part with no such pixel, or a label < 0, keeps `base_HW3` (a complete
-    image, which also gives the values a fallback part reads)."""
-    out = base_HW3.astype(np.float64).copy()
-    values, hole = out.reshape(-1, 3), ~known_HW
-    flat_label, flat_known = label_HW.reshape(-1), known_HW.reshape(-1)
-    for lab in np.unique(label_HW[hole]):
-        part = hole & (label_HW == lab)
-        if lab < 0 or not (known_HW & (label_HW == lab)).any():
-            continue
-        solved, _ = steered_membrane(
-            values, part, lambda p, flat, lab=lab: flat_known[flat] & (flat_label[flat] == lab)
-        )
-        out[part] = solved
-    return out
-
-
 def interpolated_labels(known_HW: np.ndarray, label_HW: np.ndarray, classes: list[int]) -> np.ndarray:
     """The known pixels' labels, and each hole pixel's the arg max of the membrane of the classes' one-hot codes."""
     onehot = np.stack([known_HW & (label_HW == c) for c in classes], -1).astype(np.float64)
@@ -83,7 +67,7 @@ def interpolated_labels(known_HW: np.ndarray, label_HW: np.ndarray, classes: lis
     return np.where(known_HW, label_HW, winner)
 
 
-def view_row(scene, info, view: int, seen_by_view0: set[int]) -> dict | None:
+def view_row(scene, info, view: int, seen_by_view0: set[int], shell: RoomShell) -> dict | None:
     h, w = info.size
     rays = erp_directions_N3(h, w) @ scene.poses[view].rotation.double().numpy()
     origin = scene.poses[view].position.double().numpy()
@@ -104,17 +88,20 @@ def view_row(scene, info, view: int, seen_by_view0: set[int]) -> dict | None:
     surface = np.minimum(mat, OBJECT)  # wall, floor, ceiling, or any object
     is_shell = np.stack([surface < OBJECT, surface == OBJECT], -1).astype(np.float64)
     p_shell = harmonic_fill(np.where(known[..., None], is_shell, 0), hole)[..., :1]
-    layout = label_fill(harmonic, known, np.where(known, surface, mat_empty))
+    layout = fill_by_label(harmonic, known, np.where(known, surface, mat_empty))
     base = np.where(known[..., None], rgb, 0).astype(np.uint8)
+    pose = info.poses[info.views.index(view)]
+    shell_rgb, shell_range = baseline_view(rgb, depth, known, "room_shell", (pose, shell))
     fills = {
+        "room_shell": shell_rgb,
         "harmonic": harmonic,
         "depth_steered": baseline_view(rgb, depth, known, "depth_steered")[0],
         "true_depth": fill_rgb_on_surface(base, np.where(known, depth, gt_depth).astype(np.float32), known),
-        "material": label_fill(harmonic, known, mat),
-        "shell": label_fill(harmonic, known, np.where(surface < OBJECT, surface, -1)),
+        "material": fill_by_label(harmonic, known, mat),
+        "shell": fill_by_label(harmonic, known, np.where(surface < OBJECT, surface, -1)),
         "layout": layout,
         "layout_blend": p_shell * layout + (1 - p_shell) * harmonic,
-        "known_labels": label_fill(harmonic, known, np.where(
+        "known_labels": fill_by_label(harmonic, known, np.where(
             (lab := interpolated_labels(known, surface, [0, 1, 2, OBJECT])) == OBJECT, -1, lab)),
     }  # fmt: skip
     hole_mat = mat[hole]
@@ -123,6 +110,11 @@ def view_row(scene, info, view: int, seen_by_view0: set[int]) -> dict | None:
            "known_labels_accuracy": float((lab[hole] == surface[hole]).mean())}  # fmt: skip
     row["on_object_unseen_by_view0"] = 1.0 - row["on_shell"] - row["on_object_seen_by_view0"]
     row.update({name: hole_psnr(fills[name], gt, hole) for name in METHODS})
+    measured = hole & (gt_depth > 0)
+    ranges = {"harmonic": baseline_view(rgb, depth, known, "harmonic")[1], "room_shell": shell_range,
+              "depth_steered": baseline_view(rgb, depth, known, "depth_steered")[1]}  # fmt: skip
+    for name, r in ranges.items():
+        row[f"absrel_{name}"] = float(np.mean(np.abs(r[measured] - gt_depth[measured]) / gt_depth[measured]))
     return row
 
 
@@ -133,7 +125,8 @@ def room_rows(room: Path, seed: int, difficulty: str) -> list[dict]:
     h, w = info.size
     rays0 = erp_directions_N3(h, w) @ scene.poses[0].rotation.double().numpy()
     seen = set(np.unique(cast_rays(scene, scene.poses[0].position.double().numpy(), rays0)[2]).tolist())
-    rows = [view_row(scene, info, view, seen) for view in info.views[1:]]
+    shell = fit_room(info)
+    rows = [view_row(scene, info, view, seen, shell) for view in info.views[1:]]
     return [{"room": info.paths.room_id, **r} for r in rows if r is not None]
 
 

@@ -45,14 +45,18 @@ def room_views(room: str, fill: str, with_truth: bool = True) -> list[dict[str, 
     mask, and (with_truth) the true RGB; the view index under "view"."""
     from panowan.data.dataset import validate_room
     from panowan.data.io import read_depth, read_rgb
+    from panowan.data.room_shell import fit_room
     from panowan.eval.baselines import baseline_view, read_condition
 
     info = validate_room(Path(room))
     paths, size = info.paths, info.size
+    shell = fit_room(info) if fill == "room_shell" else None
     views = []
-    for view in info.views[1:]:
+    for view, pose in zip(info.views[1:], info.poses[1:], strict=True):
         rgb_cond, depth, known = read_condition(info, view)
-        rgb, depth_fill = baseline_view(rgb_cond, depth, known, fill)
+        rgb, depth_fill = baseline_view(
+            rgb_cond, depth, known, fill, None if shell is None else (pose, shell)
+        )
         item = {"view": np.int64(view), "rgb": rgb, "depth": depth_fill.astype(np.float32), "known": known}
         if with_truth:
             item["gt_rgb"] = read_rgb(paths.gt_rgb(view), size, room)
@@ -228,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--eval_root", default=None, help="prepared held-out rooms to complete (omit: train only)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--weights", default=None, help="a probe.safetensors to load instead of training")
-    p.add_argument("--fill", default="depth_steered", choices=["harmonic", "depth_steered"],
+    p.add_argument("--fill", default="depth_steered", choices=["harmonic", "depth_steered", "room_shell"],
                    help="the classical fill the probe corrects")  # fmt: skip
     p.add_argument("--width", type=int, default=32, help="U-Net channels at full resolution")
     p.add_argument("--levels", type=int, default=5, help="U-Net levels below the full resolution")

@@ -166,17 +166,17 @@ def test_baseline_and_summary_know_the_fill():
     assert best_classical(methods)["hole_psnr"]["method"] == "depth_steered"
 
 
-def test_condition_fill_matches_the_baseline(prepared_root):
-    """RoomDataset(cond_fill="depth_steered", cond_depth_fill="depth_steered"): the holes of each view's
-    conditions hold the "depth_steered" baseline's RGB and (normalised) range; known pixels are as with "zero"."""
+@pytest.mark.parametrize("method", ["depth_steered", "room_shell"])
+def test_condition_fill_matches_the_baseline(prepared_root, method):
+    """RoomDataset(cond_fill=method, cond_depth_fill=method): the holes of each view's conditions hold the
+    baseline's RGB and (normalised) range; known pixels are as with "zero"."""
     from panowan.data.dataset import RoomDataset, known_mask, validate_room
     from panowan.data.io import read_depth, read_rgb
+    from panowan.data.room_shell import fit_room
     from panowan.eval.baselines import baseline_view
 
     zero = RoomDataset(prepared_root, num_frames=5)[0]
-    fill = RoomDataset(
-        prepared_root, num_frames=5, cond_fill="depth_steered", cond_depth_fill="depth_steered"
-    )[0]
+    fill = RoomDataset(prepared_root, num_frames=5, cond_fill=method, cond_depth_fill=method)[0]
     info = validate_room(prepared_root / fill.room_id)
     norm = fill.depth_norm
     checked = 0
@@ -188,7 +188,8 @@ def test_condition_fill_matches_the_baseline(prepared_root):
         depth = read_depth(info.paths.cond_depth(view), info.size, info.paths.root)
         view_known = known_mask(depth, None, "known", info.paths, view)
         rgb = read_rgb(info.paths.cond_rgb(view), info.size, info.paths.root)
-        want_rgb, want_depth = baseline_view(rgb, depth, view_known, "depth_steered")
+        room = (info.poses[info.views.index(view)], fit_room(info)) if method == "room_shell" else None
+        want_rgb, want_depth = baseline_view(rgb, depth, view_known, method, room)
         hole = ~known
         got = fill.cond_rgb[f].permute(1, 2, 0).numpy()
         np.testing.assert_allclose(got[hole], want_rgb[hole] / 127.5 - 1, atol=1e-6)

@@ -52,9 +52,13 @@ def test_hard_rooms_are_closed_and_renderable(scenes):
         # met the shell anyway.
         pose = scene.poses[-1]
         t, _, mat = cast_rays(scene, pose.position.numpy(), dirs @ pose.rotation.numpy())
-        t_shell, _, mat_shell = cast_rays(scene, pose.position.numpy(), dirs @ pose.rotation.numpy(), objects=False)
+        t_shell, _, mat_shell = cast_rays(
+            scene, pose.position.numpy(), dirs @ pose.rotation.numpy(), objects=False
+        )
         assert mat_shell.max() <= 2 and np.all(t_shell >= t) and (mat >= 3).any()
-        assert np.array_equal(t_shell[mat <= 2], t[mat <= 2]) and np.array_equal(mat_shell[mat <= 2], mat[mat <= 2])
+        assert np.array_equal(t_shell[mat <= 2], t[mat <= 2]) and np.array_equal(
+            mat_shell[mat <= 2], mat[mat <= 2]
+        )
 
 
 def test_hard_cameras_are_free_and_spread(scenes):

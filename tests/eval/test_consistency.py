@@ -131,6 +131,7 @@ def test_harmonic_baseline_runs_and_is_evaluated(prepared_root, tmp_path):
         "ns",
         "harmonic",
         "depth_steered",
+        "room_shell",
     )
     run_baseline(prepared_root, tmp_path / "harmonic", "harmonic")
     res = evaluate_dir(tmp_path / "harmonic", prepared_root)
@@ -151,10 +152,10 @@ def test_bare_baselines_flag_means_every_baseline():
             build_parser().parse_args(["eval", "--pred_dir", "p", "--data_root", "d", *flags]).baselines
         )
 
-    assert chosen("--baselines") == ["telea", "ns", "harmonic", "depth_steered", "copy"]
+    assert chosen("--baselines") == ["telea", "ns", "harmonic", "depth_steered", "room_shell", "copy"]
     assert chosen() == [] and chosen("--baselines", "ns") == ["ns"]
     parse = build_parser().parse_args
-    assert parse(["demo"]).baselines == ["telea", "ns", "harmonic", "depth_steered", "copy"]
+    assert parse(["demo"]).baselines == ["telea", "ns", "harmonic", "depth_steered", "room_shell", "copy"]
 
 
 # ------------------------------------------------------------------------- the best classical fill

@@ -80,25 +80,6 @@ def test_learned_fill_probe_keeps_known_pixels_and_starts_as_its_fill(prepared_r
     assert moved > 0
 
 
-def test_label_fill_keeps_each_surface_to_its_own_boundary():
-    """benchmarks/hole_oracles.py: a hole across two surfaces of constant colour is filled with each surface's own
-    colour exactly (the membrane with Dirichlet values from its own label only), where the plain membrane blends."""
-    import numpy as np
-
-    from panowan.data.inpaint import harmonic_fill
-
-    oracles = _load("hole_oracles")
-    label = np.zeros((16, 32), np.int64)
-    label[:, 16:] = 1
-    image = np.where(label[..., None] == 0, 10.0, 200.0).repeat(3, -1)
-    known = np.ones((16, 32), bool)
-    known[4:12, 10:22] = False
-    base = harmonic_fill(np.where(known[..., None], image, 0), ~known)
-    out = oracles.label_fill(base, known, label)
-    np.testing.assert_allclose(out, image, atol=1e-9)
-    assert np.abs(base - image)[~known].max() > 50  # the plain membrane does blend the two
-
-
 def test_hole_oracles_rebuild_the_scenes_and_refuse_another_seed(tmp_path):
     import json
 

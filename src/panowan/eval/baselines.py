@@ -10,6 +10,9 @@
 - "depth_steered": the same membrane, steered by depth (`panowan.data.depth_fill.depth_steered_fill`): the range
   first, with natural boundaries on the near side of depth edges, then the RGB from the boundary pixels whose
   depth agrees with the filled depth.
+- "room_shell": the room's floor, ceiling and walls fitted to view 0 (`panowan.data.room_shell`); each hole pixel
+  from the known pixels of the surface its ray meets, mixed with the harmonic fill where furniture may hide it.
+  It reads the room's poses and view 0 (`run_baseline`), and takes the walls to lie along the world's x and z axes.
 
 The classical fills (`CLASSICAL_FILLS`: every baseline but "copy") are the model's rivals in the summaries
 (`panowan.eval.summary`); `DEFAULT_BASELINES` is what `panowan eval --baselines` (no names) and `panowan demo`
@@ -27,14 +30,16 @@ import numpy as np
 
 from panowan.data.depth_fill import depth_steered_fill
 from panowan.data.inpaint import inpaint_erp
+from panowan.data.room_shell import fit_room
 
-CLASSICAL_FILLS = ("telea", "ns", "harmonic", "depth_steered")
+CLASSICAL_FILLS = ("telea", "ns", "harmonic", "depth_steered", "room_shell")
 BASELINES = ("copy", *CLASSICAL_FILLS)
 DEFAULT_BASELINES = (*CLASSICAL_FILLS, "copy")
 
 
-def baseline_view(cond_rgb: np.ndarray, cond_depth: np.ndarray, known_HW: np.ndarray, method: str):
-    """One view's baseline prediction: (rgb H x W x 3 uint8, depth H x W float32 metres)."""
+def baseline_view(cond_rgb: np.ndarray, cond_depth: np.ndarray, known_HW: np.ndarray, method: str, room=None):
+    """One view's baseline prediction: (rgb H x W x 3 uint8, depth H x W float32 metres). "room_shell" also needs
+    `room`: (the view's `Pose` in the data's world frame, the room's `RoomShell`), as `run_baseline` passes."""
     hole = ~known_HW
     rgb = np.where(known_HW[..., None], cond_rgb, 0).astype(np.uint8)
     depth = np.where(known_HW, cond_depth, 0).astype(np.float32)
@@ -44,6 +49,18 @@ def baseline_view(cond_rgb: np.ndarray, cond_depth: np.ndarray, known_HW: np.nda
         raise ValueError("cannot inpaint a view with no known pixel")
     if method == "depth_steered":
         return depth_steered_fill(rgb, depth, known_HW)
+    if method == "room_shell":
+        if room is None:
+            raise ValueError(
+                "the room_shell baseline needs the view's pose and the room's shell (run_baseline)"
+            )
+        from panowan.data.room_shell import room_shell_fill
+        from panowan.geometry.erp import erp_directions_N3
+
+        pose, shell = room
+        h, w = known_HW.shape
+        return room_shell_fill(rgb, depth, known_HW, pose.position.double().numpy(), pose.rotation.double().numpy(),
+                               erp_directions_N3(h, w).reshape(h, w, 3), shell)  # fmt: skip
     return inpaint_erp(rgb, hole, method), inpaint_erp(depth, hole, method).astype(np.float32)
 
 
@@ -89,10 +106,14 @@ def run_baseline(data_root: str | os.PathLike, output_dir: str | os.PathLike, me
         if rooms is not None and info.paths.room_id not in rooms:
             continue
         paths = info.paths
+        shell = fit_room(info) if method == "room_shell" else None
         rgbs, depths = [], []
-        for view in info.views:
+        for view, pose in zip(info.views, info.poses, strict=True):
+            room_view = None if shell is None else (pose, shell)
             rgb, depth = (
-                read_reference(info) if view == 0 else baseline_view(*read_condition(info, view), method)
+                read_reference(info)
+                if view == 0
+                else baseline_view(*read_condition(info, view), method, room_view)
             )
             rgbs.append(torch.from_numpy(rgb).permute(2, 0, 1).float() / 255)
             depths.append(torch.from_numpy(depth)[None])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 CODECS = ("wan_vae", "analytic")
-CONDITION_FILLS = ("zero", "telea", "ns", "harmonic", "depth_steered")
+CONDITION_FILLS = ("zero", "telea", "ns", "harmonic", "depth_steered", "room_shell")
 """What a stream's condition may hold in its holes: zeros (Wan I2V), OpenCV's Telea or Navier-Stokes fill, the
 harmonic (membrane) fill (`panowan.data.inpaint`), or the depth-steered membrane (`panowan.data.depth_fill`; the
 RGB stream's is steered by the view's reprojected depth)."""
