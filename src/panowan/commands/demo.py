@@ -2,8 +2,8 @@
 
 Synthesizes a few rooms the embedded model has never seen (seeds disjoint from its training rooms),
 prepares them, completes them with the default model embedded in the package, evaluates the model against
-classical baselines (OpenCV inpainting, harmonic fill, input copy) and writes OUT/report.html (images, metrics table,
-point clouds) plus OUT/metrics.json and OUT/metrics.md. If the package holds no trained default model,
+classical baselines (OpenCV inpainting, harmonic, depth-steered and room-shell fills, input copy) and writes
+OUT/report.html (images, metrics table, point clouds) plus OUT/metrics.json and OUT/metrics.md. If the package holds no trained default model,
 the demo says so loudly and runs an untrained initialisation (its numbers are then meaningless).
 """
 

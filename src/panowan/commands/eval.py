@@ -5,8 +5,8 @@ panorama_XXXX_depth.npy) and the rooms under DATA_ROOT (prepared). Per view and 
 and known regions: PSNR, SSIM, WS-PSNR, depth AbsRel, RMSE and delta < 1.25 in metres; cross-view
 consistency and seam continuity; hole consistency (whether two views' completions agree where both had to
 fill). Writes the JSON (--out) and a markdown table beside it (.md). With --baselines it also writes and
-evaluates classical baselines (OpenCV inpainting, harmonic fill, input copy) under PRED_DIR/../baselines/NAME
-so the table compares them; `--baselines` with no names compares with all of them. Both outputs state the
+evaluates classical baselines (OpenCV inpainting, harmonic, depth-steered and room-shell fills, input copy)
+under PRED_DIR/../baselines/NAME so the table compares them; `--baselines` with no names compares with all of them. Both outputs state the
 model's margin against the best classical fill per headline metric (the JSON in "model": "best_classical").
 """
 

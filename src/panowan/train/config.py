@@ -129,9 +129,9 @@ class TrainConfig:
     )
     rgb_condition_fill: str | None = _f(
         None,
-        "what the RGB condition holds in its holes: zero (Wan I2V's convention), telea or ns (OpenCV's Telea or "
-        "Navier-Stokes fill; analytic-codec presets only; sampling then decodes RGB as a correction of that "
-        "fill); default: the --init_from model's, else the preset's (zero)",
+        "what the RGB condition holds in its holes: zero (Wan I2V's convention), or a classical fill (telea, ns, "
+        "harmonic, depth_steered, room_shell: the baselines of those names; analytic-codec presets only; sampling "
+        "decodes RGB as a correction of it); default: the --init_from model's, else the preset's (zero)",
         choices=CONDITION_FILLS,
     )
     depth_condition_fill: str | None = _f(
