@@ -1,4 +1,4 @@
-"""See the system work end to end, offline, in a minute or two on a laptop CPU (106 s on 2 cores, 2026-12-06).
+"""See the system work end to end, offline, in a minute or two on a laptop CPU (87 s on 2 cores, 2026-12-07).
 
 Synthesizes a few rooms the embedded model has never seen (seeds disjoint from its training rooms),
 prepares them, completes them with the default model embedded in the package, evaluates the model against
