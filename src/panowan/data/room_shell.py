@@ -97,14 +97,14 @@ def _view0_range_at(
     points_N3: np.ndarray, origin_3, rot_33, range_HW: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """(view 0's range in the direction of each point, the point's distance from view 0); nearest pixel."""
+    import torch
+
+    from panowan.geometry.erp import directions_to_pixels
+
     h, w = range_HW.shape
-    d = (points_N3 - origin_3) @ rot_33.T
-    dist = np.linalg.norm(d, axis=-1)
-    phi = np.arctan2(d[:, 0], d[:, 2])
-    theta = np.arcsin(np.clip(-d[:, 1] / np.maximum(dist, 1e-9), -1, 1))
-    u = np.round((phi / (2 * np.pi) + 0.5) * w - 0.5).astype(np.int64) % w
-    v = np.clip(np.round((0.5 - theta / np.pi) * h - 0.5).astype(np.int64), 0, h - 1)
-    return range_HW[v, u], dist
+    d = (points_N3 - origin_3) @ rot_33.T  # camera frame of view 0
+    uv = np.rint(directions_to_pixels(torch.from_numpy(d), h, w).numpy()).astype(np.int64)
+    return range_HW[np.clip(uv[:, 1], 0, h - 1), uv[:, 0] % w], np.linalg.norm(d, axis=-1)
 
 
 def _wall(axis: int, offset: float, support_N3: np.ndarray, shell_y: tuple[float, float], view0) -> Wall:
