@@ -17,7 +17,10 @@
 #   stage 7 (session 13): benchmarks/learned_fill_probe.py, the model's full-resolution U-Net alone trained as a
 #            per-view regression of the holes, on 240 new rooms (seed 5), side by side: A corrects the depth-steered
 #            fill, B the harmonic one (width 48 each); completions and evaluation on the CPU afterwards (--weights).
-# Usage: bash benchmarks/quality_gpu.sh 1|2|3|4|5|6|7|7data OUT_DIR
+#   stage 8 (session 14, not run yet): v3 continued on room-shell condition fills (`panowan.data.room_shell`, the best
+#            classical fill since 2026-12-07, 0.40 dB above v3) on 120 new rooms (seed 6), learning rate annealed as in
+#            stage 6, then bench_quality.py's hard rooms evaluated on the device (the metrics and the export come back).
+# Usage: bash benchmarks/quality_gpu.sh 1|2|3|4|5|6|7|7data|8 OUT_DIR
 set -euo pipefail
 stage=$1 out=$2
 if [[ -d .whl ]]; then
@@ -124,4 +127,15 @@ if [[ $stage == 7 ]]; then
   wait || true
   # the metrics and records only: a width-48 probe is 29 MB even in float16, over the 16 MiB a file comes back with
   tar -C /tmp -czf "$out/p7.tgz" p7{a,b}/probe.json p7{a,b}/metrics.json p7{a,b}/metrics.md || true
+fi
+# stage 8 (session 14): see the header
+if [[ $stage == 8 ]]; then
+  V8=("${DM[@]}" --rooms 120 --data /tmp/data_s6 --data_workers 14 --workers 6 --train_seed 6 --steps "${STEPS:-450}"
+      --stop_after "${STOP:-380}" --lr 2e-4 --sampling_steps 2 --sampler euler --init_from src/panowan/assets --no-compile
+      --rgb_condition_fill room_shell --depth_condition_fill room_shell)
+  python3 scripts/train_default_model.py --work /tmp/v8 --export /tmp/v8/export "${V8[@]}" > "$out/v8.log" 2>&1 \
+    || echo "v8 exited $?"
+  python3 benchmarks/bench_quality.py --model_dir /tmp/v8/export --sets hard --work /tmp/bq8 --device cuda \
+    --workers 12 --json "$out/quality_v8.json" > "$out/bench_quality_v8.log" 2>&1 || echo "bench_quality exited $?"
+  tar -C /tmp/v8 -czf "$out/v8_export.tgz" export run/metrics.jsonl || true
 fi
