@@ -84,7 +84,8 @@ def view_row(scene, info, view: int, seen_by_view0: set[int], shell: RoomShell) 
     if not hole.any():
         return None
     gt = read_rgb(info.paths.gt_rgb(view), info.size, info.paths.root)
-    harmonic = baseline_view(rgb, depth, known, "harmonic")[0]
+    harmonic, harmonic_range = baseline_view(rgb, depth, known, "harmonic")
+    steered, steered_range = baseline_view(rgb, depth, known, "depth_steered")
     surface = np.minimum(mat, OBJECT)  # wall, floor, ceiling, or any object
     is_shell = np.stack([surface < OBJECT, surface == OBJECT], -1).astype(np.float64)
     p_shell = harmonic_fill(np.where(known[..., None], is_shell, 0), hole)[..., :1]
@@ -95,7 +96,7 @@ def view_row(scene, info, view: int, seen_by_view0: set[int], shell: RoomShell) 
     fills = {
         "room_shell": shell_rgb,
         "harmonic": harmonic,
-        "depth_steered": baseline_view(rgb, depth, known, "depth_steered")[0],
+        "depth_steered": steered,
         "true_depth": fill_rgb_on_surface(base, np.where(known, depth, gt_depth).astype(np.float32), known),
         "material": fill_by_label(harmonic, known, mat),
         "shell": fill_by_label(harmonic, known, np.where(surface < OBJECT, surface, -1)),
@@ -111,8 +112,7 @@ def view_row(scene, info, view: int, seen_by_view0: set[int], shell: RoomShell) 
     row["on_object_unseen_by_view0"] = 1.0 - row["on_shell"] - row["on_object_seen_by_view0"]
     row.update({name: hole_psnr(fills[name], gt, hole) for name in METHODS})
     measured = hole & (gt_depth > 0)
-    ranges = {"harmonic": baseline_view(rgb, depth, known, "harmonic")[1], "room_shell": shell_range,
-              "depth_steered": baseline_view(rgb, depth, known, "depth_steered")[1]}  # fmt: skip
+    ranges = {"harmonic": harmonic_range, "depth_steered": steered_range, "room_shell": shell_range}
     for name, r in ranges.items():
         row[f"absrel_{name}"] = float(np.mean(np.abs(r[measured] - gt_depth[measured]) / gt_depth[measured]))
     return row

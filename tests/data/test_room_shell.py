@@ -10,6 +10,7 @@ from panowan.data.depth_fill import depth_steered_fill
 from panowan.data.room_shell import FLOOR, RoomShell, Wall, cast_room_shell, fit_room_shell, room_shell_fill
 from panowan.data.synth import cast_rays, make_scene, render_view, room_seed
 from panowan.geometry.erp import erp_directions_N3
+from panowan.geometry.pose import Pose
 
 H, W = 128, 256
 
@@ -21,8 +22,7 @@ def room():
     assert scene.layout == "rectangular"
     _, range0 = render_view(scene, scene.poses[0], H, W)
     pose = scene.poses[0]
-    shell = fit_room_shell(range0, pose.position.double().numpy(), pose.rotation.double().numpy(),
-                           erp_directions_N3(H, W).reshape(H, W, 3))  # fmt: skip
+    shell = fit_room_shell(range0, pose)
     return scene, shell
 
 
@@ -77,8 +77,7 @@ def test_fill_keeps_known_pixels_and_gets_a_wall_hole_depth_right(room):
     )
     known = np.ones((H, W), bool)
     known[r : r + 8, c : c + 8] = False
-    out_rgb, out_range = room_shell_fill(rgb, np.where(known, rng, 0), known, origin,
-                                         pose.rotation.double().numpy(), erp_directions_N3(H, W).reshape(H, W, 3), shell)  # fmt: skip
+    out_rgb, out_range = room_shell_fill(rgb, np.where(known, rng, 0), known, pose, shell)
     assert out_rgb.dtype == np.uint8 and out_range.dtype == np.float32
     np.testing.assert_array_equal(out_rgb[known], rgb[known])
     np.testing.assert_array_equal(out_range[known], rng[known])
@@ -109,9 +108,8 @@ def test_fill_by_label_keeps_each_surface_to_its_own_boundary():
 def test_bad_input_is_refused_and_a_hole_off_the_shell_keeps_the_harmonic_fill():
     from panowan.eval.baselines import baseline_view
 
-    dirs = erp_directions_N3(16, 32).reshape(16, 32, 3)
     with pytest.raises(ValueError, match="no pixel with a valid range"):
-        fit_room_shell(np.zeros((16, 32)), np.zeros(3), np.eye(3), dirs)
+        fit_room_shell(np.zeros((16, 32)), Pose.identity())
     rgb = np.full((16, 32, 3), 100, np.uint8)
     known = np.ones((16, 32), bool)
     known[6:9, 10:14] = False
@@ -120,5 +118,5 @@ def test_bad_input_is_refused_and_a_hole_off_the_shell_keeps_the_harmonic_fill()
     # A shell far from every pixel: no known pixel lies on its surfaces and the cast range is implausible, so the
     # hole keeps the harmonic fill (here the constant 100) and the depth-steered range.
     empty = RoomShell(floor_y=1e6, ceiling_y=-1e6, walls=())
-    out_rgb, out_range = room_shell_fill(rgb, np.ones((16, 32)), known, np.zeros(3), np.eye(3), dirs, empty)
+    out_rgb, out_range = room_shell_fill(rgb, np.ones((16, 32)), known, Pose.identity(), empty)
     assert (out_rgb == 100).all() and np.allclose(out_range, 1.0)

@@ -181,9 +181,7 @@ class RoomDataset(torch.utils.data.Dataset):
         self._files: dict[Path, np.ndarray] = {}  # the caches stay empty unless cache_files
         self._pluckers: dict[tuple[int, int, int, int, int], torch.Tensor] = {}
         self._frames: dict[tuple[int, int, int], dict[str, np.ndarray]] = {}
-        self._shells: dict[
-            Path, Any
-        ] = {}  # room -> its fitted `data.room_shell.RoomShell` ("room_shell" fills)
+        self._shells: dict[Path, Any] = {}  # room -> its `data.room_shell.RoomShell` ("room_shell" fills)
         self.rooms: list[RoomInfo] = []
         scan = scan_data_root(data_root)  # empty folders and second paths to a room: counted, not rooms
         found = scan.rooms if rooms is None else _only(scan.rooms, rooms, data_root)
@@ -324,9 +322,9 @@ class RoomDataset(torch.utils.data.Dataset):
                 self._read(read_rgb, paths.cond_rgb(view), size, room), known, height, width
             )
             cond_depth, depth_known = resize_masked(depth[..., None], known, height, width)
-        shell_fill = None
-        if view != 0 and "room_shell" in (self.cond_fill, self.cond_depth_fill):
-            shell_fill = self._room_shell_fill(info, view, cond_rgb, mask & depth_known, cond_depth[..., 0])
+        shell_fill, known_depth = None, mask & depth_known
+        if "room_shell" in (self.cond_fill, self.cond_depth_fill) and known_depth.any() and not mask.all():
+            shell_fill = self._room_shell_fill(info, view, cond_rgb, known_depth, cond_depth[..., 0])
         return {
             "rgb": _to_unit(gt_rgb),
             "depth": _normalised(gt_depth[..., 0], gt_valid, norm),
@@ -341,20 +339,18 @@ class RoomDataset(torch.utils.data.Dataset):
                          range_HW: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """The "room_shell" fill (rgb uint8, range metres) of one resized view; the room's shell is fitted once."""
         from panowan.data.room_shell import fit_room, room_shell_fill
-        from panowan.geometry.erp import erp_directions_N3
 
         if (shell := self._shells.get(info.paths.root)) is None:
             shell = self._shells[info.paths.root] = fit_room(info)
-        pose, (h, w) = info.poses[info.views.index(view)], known_HW.shape
         rgb_u8 = np.where(known_HW[..., None], np.clip(np.rint(rgb_HW3), 0, 255), 0).astype(np.uint8)
-        return room_shell_fill(rgb_u8, np.where(known_HW, range_HW, 0.0), known_HW, pose.position.double().numpy(),
-                               pose.rotation.double().numpy(), erp_directions_N3(h, w).reshape(h, w, 3), shell)  # fmt: skip
+        pose = info.poses[info.views.index(view)]
+        return room_shell_fill(rgb_u8, np.where(known_HW, range_HW, 0.0), known_HW, pose, shell)
 
     def _fill_holes(self, cond_rgb_HW3: np.ndarray, known_HW: np.ndarray, depth_HW: np.ndarray,
                     depth_known_HW: np.ndarray, shell_fill=None) -> np.ndarray:  # fmt: skip
         """`cond_rgb` in [-1, 1], 3 x H x W: 0 at unknown pixels, or their fill (`cond_fill`); "depth_steered"
         is steered by the view's reprojected range (`depth_HW`, valid where `depth_known_HW`); "room_shell" is
-        `shell_fill` (`_room_shell_fill`)."""
+        `shell_fill` (`_room_shell_fill`, None for a view without a known depth)."""
         if self.cond_fill == "zero" or known_HW.all():
             return np.where(known_HW[None], _to_unit(cond_rgb_HW3), 0).astype(np.float32)
         from panowan.data.inpaint import inpaint_erp
@@ -362,12 +358,12 @@ class RoomDataset(torch.utils.data.Dataset):
         known_u8 = np.where(known_HW[..., None], np.clip(np.rint(cond_rgb_HW3), 0, 255), 0).astype(np.uint8)
         if self.cond_fill == "room_shell" and shell_fill is not None:
             filled = shell_fill[0].astype(np.float32)
-        elif self.cond_fill in ("depth_steered", "room_shell") and (known_HW & depth_known_HW).any():
+        elif self.cond_fill == "depth_steered" and (known_HW & depth_known_HW).any():
             from panowan.data.depth_fill import depth_steered_fill
 
             depth = np.where(depth_known_HW, depth_HW, 0).astype(np.float32)
             filled = depth_steered_fill(known_u8, depth, known_HW)[0].astype(np.float32)
-        else:  # without a known depth the steered fill is the harmonic one
+        else:  # without a known depth the steered and room-shell fills are the harmonic one
             method = "harmonic" if self.cond_fill in ("depth_steered", "room_shell") else self.cond_fill
             filled = inpaint_erp(known_u8, ~known_HW, method).astype(np.float32)
         # Known pixels keep their exact (unrounded) values; only the holes take the fill.

@@ -31,6 +31,7 @@ import numpy as np
 
 from panowan.data.depth_fill import fill_depth_from_background, steered_membrane
 from panowan.data.inpaint import cast_like, harmonic_fill
+from panowan.geometry.erp import erp_directions_N3
 
 CELL = 0.05
 """Side (m) of the see-through cells of a wall."""
@@ -63,11 +64,11 @@ class RoomShell:
     walls: tuple[Wall, ...]
 
 
-def _points(
-    origin_3: np.ndarray, rot_33: np.ndarray, dirs_cam_N3: np.ndarray, range_N: np.ndarray
-) -> np.ndarray:
-    """World points of camera rays (world->camera `rot_33`; d_world = R^T d_cam, row-vector form d_cam @ R)."""
-    return origin_3 + (dirs_cam_N3 * range_N[:, None]) @ rot_33
+def _rays(pose, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(camera centre `3`, unit world ray of every pixel `N3`, row-major) of an ERP view with `pose` (world ->
+    camera `geometry.pose.Pose`): d_world = R^T d_cam (`geometry.pointcloud`'s convention), float64."""
+    rot = pose.rotation.double().numpy()
+    return pose.position.double().numpy(), erp_directions_N3(height, width) @ rot
 
 
 def _normals(points_HW3: np.ndarray) -> np.ndarray:
@@ -120,12 +121,11 @@ def _wall(axis: int, offset: float, support_N3: np.ndarray, shell_y: tuple[float
     return Wall(axis, offset, lo, hi, float(qs[0]), float(ys[0]), through)
 
 
-def fit_room_shell(
-    range_HW: np.ndarray, origin_3: np.ndarray, rot_33: np.ndarray, dirs_cam_HW3: np.ndarray
-) -> RoomShell:
-    """Fit the shell to view 0 (range `H,W` metres, pose world->camera, camera rays); module docstring, step 1."""
+def fit_room_shell(range_HW: np.ndarray, pose) -> RoomShell:
+    """Fit the shell to view 0 (range `H,W` metres, 0 where unknown; its `Pose`); module docstring, step 1."""
     h, w = range_HW.shape
-    points = _points(origin_3, rot_33, dirs_cam_HW3.reshape(-1, 3), range_HW.reshape(-1).astype(np.float64))
+    origin, dirs = _rays(pose, h, w)
+    points = origin + dirs * range_HW.reshape(-1, 1).astype(np.float64)
     valid = np.isfinite(points).all(-1) & (range_HW.reshape(-1) > 0)
     if not valid.any():
         raise ValueError("fit_room_shell: view 0 has no pixel with a valid range")
@@ -135,7 +135,7 @@ def fit_room_shell(
     floor, ceiling = float(np.quantile(y, 0.999)), float(np.quantile(y, 0.001))
     upright = (y < floor - 0.05) & (y > ceiling + 0.05)
     near_top = upright & (y < ceiling + 0.25)
-    view0 = (origin_3, rot_33, range_HW.astype(np.float64))
+    view0 = (origin, pose.rotation.double().numpy(), range_HW.astype(np.float64))
     walls = []
     for axis in (0, 2):
         for offset in _peaks(points[near_top & (np.abs(normals[:, axis]) > 0.95), axis]):
@@ -151,12 +151,9 @@ def fit_room(info) -> RoomShell:
     """The shell of a validated room (`data.dataset.validate_room`), fitted to view 0's range file in the world
     frame of its pose."""
     from panowan.data.io import read_depth
-    from panowan.geometry.erp import erp_directions_N3
 
-    pose, (h, w) = info.poses[info.views.index(0)], info.size
     range_HW = read_depth(info.paths.ref_depth, info.size, info.paths.root)
-    return fit_room_shell(np.where(np.isfinite(range_HW), range_HW, 0.0), pose.position.double().numpy(),
-                          pose.rotation.double().numpy(), erp_directions_N3(h, w).reshape(h, w, 3))  # fmt: skip
+    return fit_room_shell(np.where(np.isfinite(range_HW), range_HW, 0.0), info.poses[info.views.index(0)])
 
 
 def surface_labels(points_N3: np.ndarray, shell: RoomShell) -> np.ndarray:
@@ -214,17 +211,17 @@ def fill_by_label(base_HWC: np.ndarray, known_HW: np.ndarray, label_HW: np.ndarr
     return out
 
 
-def room_shell_fill(rgb_HW3: np.ndarray, range_HW: np.ndarray, known_HW: np.ndarray, origin_3: np.ndarray,
-                    rot_33: np.ndarray, dirs_cam_HW3: np.ndarray, shell: RoomShell) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def room_shell_fill(rgb_HW3: np.ndarray, range_HW: np.ndarray, known_HW: np.ndarray, pose,
+                    shell: RoomShell) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Fill a target view's holes from the room's shell (module docstring, steps 2-3): (rgb in its dtype, range
-    float32 metres). `range_HW` is the known pixels' range, `origin_3` / `rot_33` the view's pose."""
+    float32 metres). `range_HW` is the known pixels' range, `pose` the view's `Pose` (the shell's world frame)."""
     hole = ~known_HW
     if not hole.any():
         return rgb_HW3.copy(), range_HW.astype(np.float32)
     h, w = known_HW.shape
-    dirs = dirs_cam_HW3.reshape(-1, 3) @ rot_33
-    points = origin_3 + dirs * np.where(known_HW, range_HW, 1.0).reshape(-1, 1)
-    cast_label, cast_range = (a.reshape(h, w) for a in cast_room_shell(origin_3, dirs, shell))
+    origin, dirs = _rays(pose, h, w)
+    points = origin + dirs * np.where(known_HW, range_HW, 1.0).reshape(-1, 1)
+    cast_label, cast_range = (a.reshape(h, w) for a in cast_room_shell(origin, dirs, shell))
     label = np.where(known_HW, surface_labels(points, shell).reshape(h, w), cast_label)
     harmonic = harmonic_fill(np.where(known_HW[..., None], rgb_HW3, 0).astype(np.float64), hole)
     valid = known_HW & np.isfinite(range_HW) & (range_HW > 0)

@@ -30,7 +30,7 @@ import numpy as np
 
 from panowan.data.depth_fill import depth_steered_fill
 from panowan.data.inpaint import inpaint_erp
-from panowan.data.room_shell import fit_room
+from panowan.data.room_shell import fit_room, room_shell_fill
 
 CLASSICAL_FILLS = ("telea", "ns", "harmonic", "depth_steered", "room_shell")
 BASELINES = ("copy", *CLASSICAL_FILLS)
@@ -54,13 +54,7 @@ def baseline_view(cond_rgb: np.ndarray, cond_depth: np.ndarray, known_HW: np.nda
             raise ValueError(
                 "the room_shell baseline needs the view's pose and the room's shell (run_baseline)"
             )
-        from panowan.data.room_shell import room_shell_fill
-        from panowan.geometry.erp import erp_directions_N3
-
-        pose, shell = room
-        h, w = known_HW.shape
-        return room_shell_fill(rgb, depth, known_HW, pose.position.double().numpy(), pose.rotation.double().numpy(),
-                               erp_directions_N3(h, w).reshape(h, w, 3), shell)  # fmt: skip
+        return room_shell_fill(rgb, depth, known_HW, *room)
     return inpaint_erp(rgb, hole, method), inpaint_erp(depth, hole, method).astype(np.float32)
 
 
