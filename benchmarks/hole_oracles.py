@@ -18,7 +18,17 @@ target view, over the pixels view 0 does not see (the holes):
     planes could give), the known pixels by their true surface; and `layout_blend`, that fill mixed with the
     harmonic one by the membrane of the known pixels' shell indicator (a soft "is this hole pixel shell?");
   - `known_labels`: labels at the known pixels only (shell surfaces and "object"), the hole pixels' labels by the
-    membrane of their one-hot codes: what the boundary alone says about the labels.
+    membrane of their one-hot codes: what the boundary alone says about the labels;
+  - `true_texture`: every pixel's true albedo (the renderer's `shade_material`), the light only estimated (linear
+    RGB / albedo at the known pixels with albedo >= 0.02 in every channel, then `material`'s membrane within each
+    material): bounds a fill that knows the texture exactly, so its gap to the truth is what the lighting costs;
+  - `true_light`: the complement: the true light (ambient plus the point lights), the albedo estimated the same
+    way (linear RGB / light): bounds a fill that knows the shading, so its gap is what the texture costs. For both,
+    albedo x light through the display gamma must give the stored ground truth (else the room is refused);
+  - `see_through`: the hole pixels on the shell read from view 0's render of the *empty* room where view 0 would see
+    their true point (furniture holes by the harmonic fill): the shell's texture as view 0 would see it if nothing
+    stood in the way, at view 0's resolution; bounds what continuing the shell's texture from view 0 can give
+    (compare with `shell`, the same labels with a membrane instead of the texture).
 Mean over the views with a hole (the benchmark's per-view average). CPU, about 20 s for 8 rooms of 5 views at 256x512.
 """
 
@@ -30,6 +40,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from panowan.data.dataset import validate_room
 from panowan.data.depth_fill import fill_rgb_on_surface
@@ -38,8 +49,9 @@ from panowan.data.io import read_depth, read_rgb
 from panowan.data.layout import scan_rooms
 from panowan.data.room_shell import RoomShell, fill_by_label, fit_room
 from panowan.data.synth import cast_rays, make_scene, room_seed
+from panowan.data.synth.raycast import albedo_and_light
 from panowan.eval.baselines import baseline_view, read_condition
-from panowan.geometry.erp import erp_directions_N3
+from panowan.geometry.erp import directions_to_pixels, erp_directions_N3
 
 OBJECT = 3  # the material ids of the synthetic rooms: 0 wall, 1 floor, 2 ceiling, 3 + k object k
 METHODS = (
@@ -52,7 +64,12 @@ METHODS = (
     "layout",
     "layout_blend",
     "known_labels",
+    "true_texture",
+    "true_light",
+    "see_through",
 )
+# Known pixels whose true albedo (or light) is below this in a channel give no estimate of the other factor.
+MIN_FACTOR = 0.02
 
 
 def hole_psnr(pred: np.ndarray, gt: np.ndarray, hole: np.ndarray) -> float:
@@ -67,11 +84,51 @@ def interpolated_labels(known_HW: np.ndarray, label_HW: np.ndarray, classes: lis
     return np.where(known_HW, label_HW, winner)
 
 
-def view_row(scene, info, view: int, seen_by_view0: set[int], shell: RoomShell) -> dict | None:
+def to_srgb(linear: np.ndarray) -> np.ndarray:
+    return np.round(255 * np.clip(linear, 0, 1) ** (1 / 2.2))
+
+
+def factor_fill(linear, true, known, mat, harmonic) -> np.ndarray:
+    """The prediction given the `true` factor (albedo or light) everywhere, the other one estimated: linear RGB / true
+    at the known pixels where true >= MIN_FACTOR, filled within each material (`fill_by_label`), fallback harmonic."""
+    usable = known & (true >= MIN_FACTOR).all(-1)
+    other = np.where(usable[..., None], linear / np.maximum(true, MIN_FACTOR), 0)
+    base = harmonic_fill(other, ~usable)
+    return to_srgb(true * fill_by_label(base, usable, mat))
+
+
+def empty_room_view0(scene, h: int, w: int) -> np.ndarray:
+    """View 0's render of the empty room (the shell, as if no furniture stood in its way), sRGB float `H,W,3`."""
+    origin, rays = (
+        scene.poses[0].position.double().numpy(),
+        erp_directions_N3(h, w) @ scene.poses[0].rotation.double().numpy(),
+    )
+    t, normal, mat = cast_rays(scene, origin, rays, objects=False)
+    albedo, light = albedo_and_light(scene, origin + t[:, None] * rays, normal, mat)
+    return to_srgb(albedo * light).reshape(h, w, 3)
+
+
+def sample_view0(image_HW3: np.ndarray, points_N3: np.ndarray, pose0) -> np.ndarray:
+    """`image_HW3` (view 0's ERP) bilinearly at the pixels where view 0 sees `points_N3` (world), `N x 3`."""
+    h, w = image_HW3.shape[:2]
+    d = (points_N3 - pose0.position.double().numpy()) @ pose0.rotation.double().numpy().T
+    uv = directions_to_pixels(torch.from_numpy(d), h, w).numpy()
+    x, y = uv[:, 0], np.clip(uv[:, 1], 0, h - 1)  # integers are pixel centres
+    x0, y0 = np.floor(x).astype(np.int64), np.minimum(np.floor(y).astype(np.int64), h - 2)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    at = lambda yy, xx: image_HW3[yy, xx % w]  # noqa: E731
+    top = (1 - fx) * at(y0, x0) + fx * at(y0, x0 + 1)
+    return (1 - fy) * top + fy * ((1 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1))
+
+
+def view_row(scene, info, view: int, seen_by_view0: set[int], shell: RoomShell, empty0) -> dict | None:
     h, w = info.size
     rays = erp_directions_N3(h, w) @ scene.poses[view].rotation.double().numpy()
     origin = scene.poses[view].position.double().numpy()
-    t, _, mat = cast_rays(scene, origin, rays)
+    t, normal, mat = cast_rays(scene, origin, rays)
+    albedo, light = (
+        a.reshape(h, w, 3) for a in albedo_and_light(scene, origin + t[:, None] * rays, normal, mat)
+    )
     _, _, mat_empty = cast_rays(scene, origin, rays, objects=False)
     mat, mat_empty = mat.reshape(h, w).astype(np.int64), mat_empty.reshape(h, w).astype(np.int64)
     gt_depth = read_depth(info.paths.gt_depth(view), info.size, info.paths.root)
@@ -84,6 +141,12 @@ def view_row(scene, info, view: int, seen_by_view0: set[int], shell: RoomShell) 
     if not hole.any():
         return None
     gt = read_rgb(info.paths.gt_rgb(view), info.size, info.paths.root)
+    off = np.abs(to_srgb(albedo * light) - gt).max(-1) > 1
+    if off.mean() > 1e-3:
+        raise ValueError(
+            f"{info.paths.root}: view {view}: albedo x light misses the ground truth at {off.sum()} pixels"
+        )
+    linear = (rgb / 255.0) ** 2.2
     harmonic, harmonic_range = baseline_view(rgb, depth, known, "harmonic")
     steered, steered_range = baseline_view(rgb, depth, known, "depth_steered")
     surface = np.minimum(mat, OBJECT)  # wall, floor, ceiling, or any object
@@ -104,7 +167,13 @@ def view_row(scene, info, view: int, seen_by_view0: set[int], shell: RoomShell) 
         "layout_blend": p_shell * layout + (1 - p_shell) * harmonic,
         "known_labels": fill_by_label(harmonic, known, np.where(
             (lab := interpolated_labels(known, surface, [0, 1, 2, OBJECT])) == OBJECT, -1, lab)),
+        "true_texture": factor_fill(linear, albedo, known, mat, harmonic),
+        "true_light": factor_fill(linear, light, known, mat, harmonic),
+        "see_through": harmonic.copy(),
     }  # fmt: skip
+    on_shell_hole = hole & (mat < OBJECT)
+    points = (origin + t[:, None] * rays).reshape(h, w, 3)[on_shell_hole]
+    fills["see_through"][on_shell_hole] = sample_view0(empty0, points, scene.poses[0])
     hole_mat = mat[hole]
     row = {"view": view, "hole_fraction": float(hole.mean()), "on_shell": float((hole_mat < OBJECT).mean()),
            "on_object_seen_by_view0": float(np.isin(hole_mat, sorted(seen_by_view0 - {0, 1, 2})).mean()),
@@ -126,7 +195,8 @@ def room_rows(room: Path, seed: int, difficulty: str) -> list[dict]:
     rays0 = erp_directions_N3(h, w) @ scene.poses[0].rotation.double().numpy()
     seen = set(np.unique(cast_rays(scene, scene.poses[0].position.double().numpy(), rays0)[2]).tolist())
     shell = fit_room(info)
-    rows = [view_row(scene, info, view, seen, shell) for view in info.views[1:]]
+    empty0 = empty_room_view0(scene, h, w)
+    rows = [view_row(scene, info, view, seen, shell, empty0) for view in info.views[1:]]
     return [{"room": info.paths.room_id, **r} for r in rows if r is not None]
 
 

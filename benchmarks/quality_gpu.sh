@@ -20,7 +20,9 @@
 #   stage 8 (session 14, not run yet): v3 continued on room-shell condition fills (`panowan.data.room_shell`, the best
 #            classical fill since 2026-12-07, 0.40 dB above v3) on 120 new rooms (seed 6), learning rate annealed as in
 #            stage 6, then bench_quality.py's hard rooms evaluated on the device (the metrics and the export come back).
-# Usage: bash benchmarks/quality_gpu.sh 1|2|3|4|5|6|7|7data|8 OUT_DIR
+#   stage 9 (session 15): stage 8 and, beside it on the same rooms, stage 7's probe at 256x512 correcting the room-shell
+#            fill (width 32), both evaluated on the device on bench_quality.py's hard rooms (seed 920001).
+# Usage: bash benchmarks/quality_gpu.sh 1|2|3|4|5|6|7|7data|8|9 OUT_DIR
 set -euo pipefail
 stage=$1 out=$2
 if [[ -d .whl ]]; then
@@ -128,8 +130,22 @@ if [[ $stage == 7 ]]; then
   # the metrics and records only: a width-48 probe is 29 MB even in float16, over the 16 MiB a file comes back with
   tar -C /tmp -czf "$out/p7.tgz" p7{a,b}/probe.json p7{a,b}/metrics.json p7{a,b}/metrics.md || true
 fi
-# stage 8 (session 14): see the header
-if [[ $stage == 8 ]]; then
+# stage 8 (session 14) and 9 (session 15): see the header
+if [[ $stage == 9 ]]; then  # the evaluation rooms first, where bench_quality.py finds them (its .ready marker)
+  EV=/tmp/bq8/hard_data
+  python3 -m panowan synth --out $EV --rooms 8 --views 5 --height 256 --width 512 --seed 920001 --difficulty hard \
+    --workers 8 > "$out/synth_eval.log" 2>&1 && python3 -m panowan prepare --data_root $EV --workers 8 \
+    >> "$out/synth_eval.log" 2>&1 && touch $EV/.ready
+  (  # the probe waits for the training rooms stage 8's recipe makes
+    until [[ -f /tmp/data_s6/.panowan_data_ready ]]; do sleep 2; done
+    python3 benchmarks/learned_fill_probe.py --train_root /tmp/data_s6 --eval_root $EV --device cuda --width 32 \
+      --batch 16 --workers 6 --time_budget_s "${BUDGET:-240}" --fill room_shell --out /tmp/p9 > "$out/p9.log" 2>&1
+    python3 -m panowan eval --pred_dir /tmp/p9/pred --data_root $EV --baselines harmonic depth_steered room_shell \
+      --out /tmp/p9/metrics.json --workers 4 >> "$out/p9.log" 2>&1
+    tar -C /tmp -czf "$out/p9.tgz" p9/probe.json p9/metrics.json p9/metrics.md
+  ) &
+fi
+if [[ $stage == 8 || $stage == 9 ]]; then
   V8=("${DM[@]}" --rooms 120 --data /tmp/data_s6 --data_workers 14 --workers 6 --train_seed 6 --steps "${STEPS:-450}"
       --stop_after "${STOP:-380}" --lr 2e-4 --sampling_steps 2 --sampler euler --init_from src/panowan/assets --no-compile
       --rgb_condition_fill room_shell --depth_condition_fill room_shell)
@@ -138,4 +154,5 @@ if [[ $stage == 8 ]]; then
   python3 benchmarks/bench_quality.py --model_dir /tmp/v8/export --sets hard --work /tmp/bq8 --device cuda \
     --workers 12 --json "$out/quality_v8.json" > "$out/bench_quality_v8.log" 2>&1 || echo "bench_quality exited $?"
   tar -C /tmp/v8 -czf "$out/v8_export.tgz" export run/metrics.jsonl || true
+  wait || true
 fi

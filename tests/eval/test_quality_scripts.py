@@ -101,3 +101,25 @@ def test_hole_oracles_rebuild_the_scenes_and_refuse_another_seed(tmp_path):
     (tmp_path / "synth_stats.json").write_text(json.dumps({**stats, "seed": 8}))
     with pytest.raises(ValueError, match="not the scene"):
         oracles.main(["--data_root", str(tmp_path)])
+
+
+def test_hole_oracles_sample_view0_returns_view0_at_its_own_points():
+    """The see-through oracle reads view 0's render where view 0 sees a point: at view 0's own surface points it
+    must give back view 0's pixels (ERP convention and bilinear weights, round trip)."""
+    import numpy as np
+
+    from panowan.data.synth import cast_rays, make_scene
+    from panowan.geometry.erp import erp_directions_N3
+
+    oracles = _load("hole_oracles")
+    scene = make_scene(11, 3, "hard")
+    image = oracles.empty_room_view0(scene, 32, 64)
+    rays = erp_directions_N3(32, 64) @ scene.poses[0].rotation.double().numpy()
+    origin = scene.poses[0].position.double().numpy()
+    t, _, _ = cast_rays(scene, origin, rays, objects=False)
+    sampled = oracles.sample_view0(image, origin + t[:, None] * rays, scene.poses[0])
+    assert np.abs(sampled - image.reshape(-1, 3)).max() < 1e-6
+    shifted = oracles.sample_view0(
+        image, origin + t[:, None] * np.roll(rays.reshape(32, 64, 3), 1, 1).reshape(-1, 3), scene.poses[0]
+    )
+    assert np.abs(shifted - np.roll(image, 1, 1).reshape(-1, 3)).max() < 1e-6

@@ -146,6 +146,25 @@ def cast_rays(scene: Scene, origin_3: np.ndarray, dirs_N3: np.ndarray, objects: 
     return t, normal, mat
 
 
+def albedo_and_light(scene: Scene, points_N3: np.ndarray, normal_N3: np.ndarray, mat_N: np.ndarray):
+    """(albedo `N x 3`, light `N x 3`, float32) at surface points with their normals and material ids (as from
+    `cast_rays`): the two factors of a rendered pixel's linear colour (Lambertian: no view dependence, no shadows)."""
+    albedo = np.empty(points_N3.shape, np.float32)
+    materials = [scene.wall, scene.floor, scene.ceiling] + [o.material for o in scene.objects]
+    for k, m in enumerate(materials):
+        sel = mat_N == k
+        if sel.any():
+            albedo[sel] = shade_material(m, points_N3[sel], normal_N3[sel])
+    points32, normal32 = points_N3.astype(np.float32), normal_N3.astype(np.float32)
+    light = np.full(len(points_N3), scene.ambient, np.float32)[:, None].repeat(3, 1)
+    for lt in scene.lights:
+        to_light = lt.position.astype(np.float32) - points32
+        dist = np.sqrt(np.einsum("ij,ij->i", to_light, to_light))
+        cos = np.maximum(np.einsum("ij,ij->i", normal32, to_light) / np.maximum(dist, 1e-6), 0.0)
+        light += (cos / (1 + (dist / lt.falloff) ** 2))[:, None] * lt.intensity.astype(np.float32)
+    return albedo, light
+
+
 def render_view(scene: Scene, pose: Pose, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Render an ERP view: (`rgb_HW3` uint8, `range_HW` float32 metres along each pixel's unit ray).
 
@@ -157,20 +176,7 @@ def render_view(scene: Scene, pose: Pose, height: int, width: int) -> tuple[np.n
     dirs = erp_directions_N3(height, width) @ rotation  # d_world = R^T d_cam, row-vector form
     t, normal, mat = cast_rays(scene, origin, dirs)
     assert np.all(np.isfinite(t)) and np.all(t > 0), "a ray left the closed room"
-    points = origin + t[:, None] * dirs
-    albedo = np.empty(points.shape, np.float32)
-    materials = [scene.wall, scene.floor, scene.ceiling] + [o.material for o in scene.objects]
-    for k, m in enumerate(materials):
-        sel = mat == k
-        if sel.any():
-            albedo[sel] = shade_material(m, points[sel], normal[sel])
-    points32, normal32 = points.astype(np.float32), normal.astype(np.float32)
-    light = np.full(len(points), scene.ambient, np.float32)[:, None].repeat(3, 1)
-    for lt in scene.lights:
-        to_light = lt.position.astype(np.float32) - points32
-        dist = np.sqrt(np.einsum("ij,ij->i", to_light, to_light))
-        cos = np.maximum(np.einsum("ij,ij->i", normal32, to_light) / np.maximum(dist, 1e-6), 0.0)
-        light += (cos / (1 + (dist / lt.falloff) ** 2))[:, None] * lt.intensity.astype(np.float32)
+    albedo, light = albedo_and_light(scene, origin + t[:, None] * dirs, normal, mat)
     linear = np.clip(albedo * light, 0, 1)
     rgb = np.round(255 * linear ** np.float32(1 / 2.2)).astype(np.uint8)  # display gamma
     return rgb.reshape(height, width, 3), t.astype(np.float32).reshape(height, width)
