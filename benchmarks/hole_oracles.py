@@ -28,7 +28,10 @@ target view, over the pixels view 0 does not see (the holes):
   - `see_through`: the hole pixels on the shell read from view 0's render of the *empty* room where view 0 would see
     their true point (furniture holes by the harmonic fill): the shell's texture as view 0 would see it if nothing
     stood in the way, at view 0's resolution; bounds what continuing the shell's texture from view 0 can give
-    (compare with `shell`, the same labels with a membrane instead of the texture).
+    (compare with `shell`, the same labels with a membrane instead of the texture); `see_through_fitted`: the same
+    texture read at the points of the *fitted* shell, with the room-shell fill's labels and weights (compare with
+    `room_shell`): what the texture adds to today's geometry; `true_gate`: `room_shell` with the true "shell or
+    furniture" of each hole pixel as its weight p (what a perfect learned gate would add to today's geometry).
 Mean over the views with a hole (the benchmark's per-view average). CPU, about 20 s for 8 rooms of 5 views at 256x512.
 """
 
@@ -47,7 +50,7 @@ from panowan.data.depth_fill import fill_rgb_on_surface
 from panowan.data.inpaint import harmonic_fill
 from panowan.data.io import read_depth, read_rgb
 from panowan.data.layout import scan_rooms
-from panowan.data.room_shell import RoomShell, fill_by_label, fit_room
+from panowan.data.room_shell import RoomShell, fill_by_label, fit_room, shell_view
 from panowan.data.synth import cast_rays, make_scene, room_seed
 from panowan.data.synth.raycast import albedo_and_light
 from panowan.eval.baselines import baseline_view, read_condition
@@ -67,6 +70,8 @@ METHODS = (
     "true_texture",
     "true_light",
     "see_through",
+    "see_through_fitted",
+    "true_gate",
 )
 # Known pixels whose true albedo (or light) is below this in a channel give no estimate of the other factor.
 MIN_FACTOR = 0.02
@@ -119,6 +124,22 @@ def sample_view0(image_HW3: np.ndarray, points_N3: np.ndarray, pose0) -> np.ndar
     at = lambda yy, xx: image_HW3[yy, xx % w]  # noqa: E731
     top = (1 - fx) * at(y0, x0) + fx * at(y0, x0 + 1)
     return (1 - fy) * top + fy * ((1 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1))
+
+
+def see_through_fitted(rgb, depth, known, pose, shell: RoomShell, empty0, pose0, true_shell_HW):
+    """(`room_shell` with the see-through texture in place of each surface's membrane: the fill's own labels, cast
+    points and shell weight `p` (`data.room_shell.shell_view`), the colour at the cast point from `empty0`;
+    `room_shell` with its weight `p` replaced by the truth, `true_shell_HW`: 1 on the shell, 0 on furniture)."""
+    sv = shell_view(rgb, np.where(known, depth, 0.0), known, pose, shell)
+    h, w = known.shape
+    texture = fill_by_label(sv.harmonic, known, sv.label)
+    cast = ~known & np.isfinite(sv.cast_range) & (sv.label >= 0)
+    rays = erp_directions_N3(h, w) @ pose.rotation.double().numpy()
+    hit = pose.position.double().numpy() + rays.reshape(h, w, 3)[cast] * sv.cast_range[cast][:, None]
+    gate = true_shell_HW.astype(np.float64)[..., None]
+    gated = gate * texture + (1 - gate) * sv.harmonic
+    texture[cast] = sample_view0(empty0, hit, pose0)
+    return sv.p[..., None] * texture + (1 - sv.p[..., None]) * sv.harmonic, gated
 
 
 def view_row(scene, info, view: int, seen_by_view0: set[int], shell: RoomShell, empty0) -> dict | None:
@@ -174,6 +195,9 @@ def view_row(scene, info, view: int, seen_by_view0: set[int], shell: RoomShell, 
     on_shell_hole = hole & (mat < OBJECT)
     points = (origin + t[:, None] * rays).reshape(h, w, 3)[on_shell_hole]
     fills["see_through"][on_shell_hole] = sample_view0(empty0, points, scene.poses[0])
+    fills["see_through_fitted"], fills["true_gate"] = see_through_fitted(
+        rgb, depth, known, pose, shell, empty0, scene.poses[0], mat < OBJECT
+    )
     hole_mat = mat[hole]
     row = {"view": view, "hole_fraction": float(hole.mean()), "on_shell": float((hole_mat < OBJECT).mean()),
            "on_object_seen_by_view0": float(np.isin(hole_mat, sorted(seen_by_view0 - {0, 1, 2})).mean()),

@@ -123,3 +123,36 @@ def test_hole_oracles_sample_view0_returns_view0_at_its_own_points():
         image, origin + t[:, None] * np.roll(rays.reshape(32, 64, 3), 1, 1).reshape(-1, 3), scene.poses[0]
     )
     assert np.abs(shifted - np.roll(image, 1, 1).reshape(-1, 3)).max() < 1e-6
+
+
+def test_learned_gate_probe_reproduces_the_room_shell_fill_and_trains(tmp_path):
+    """The probe's "room_shell" row must be the baseline itself (its two candidates recombined with the fill's own
+    weight), and a trained gate must give finite results; the better candidate per pixel is above the harmonic fill."""
+    import numpy as np
+
+    from panowan.data.dataset import validate_room
+    from panowan.data.layout import scan_rooms
+    from panowan.data.prepare import prepare_rooms
+    from panowan.data.room_shell import fit_room, room_shell_fill
+    from panowan.data.synth import synth_rooms
+    from panowan.eval.baselines import read_condition
+
+    synth_rooms(tmp_path, 2, 4, 32, 64, seed=5, difficulty="hard", stats=True)
+    assert not prepare_rooms(tmp_path, progress=False).failed
+    probe = _load("learned_gate_probe")
+    info = validate_room(next(iter(scan_rooms(tmp_path))))
+    shell = fit_room(info)
+    view = next(v for v in info.views[1:] if not read_condition(info, v)[2].all())
+    row = probe.view_features(info, shell, view)
+    rgb, rng, known = read_condition(info, view)
+    filled, _ = room_shell_fill(
+        rgb, np.where(known, rng, 0.0), known, info.poses[info.views.index(view)], shell
+    )
+    assert np.abs(np.round(row["room_shell"]) - filled[~known]).max() <= 1
+    assert row["f"].shape == (int((~known).sum()), len(probe.FEATURES)) and np.isfinite(row["f"]).all()
+    result = probe.main(
+        ["--train_root", str(tmp_path), "--eval_roots", str(tmp_path), "--steps", "30", "--workers", "1"]
+    )
+    for scores in (result["train"], *result["held_out"].values()):
+        assert all(np.isfinite(v) for v in scores.values())
+        assert scores["best_candidate"] >= scores["harmonic"] - 1e-9  # the better candidate per pixel

@@ -211,13 +211,26 @@ def fill_by_label(base_HWC: np.ndarray, known_HW: np.ndarray, label_HW: np.ndarr
     return out
 
 
-def room_shell_fill(rgb_HW3: np.ndarray, range_HW: np.ndarray, known_HW: np.ndarray, pose,
-                    shell: RoomShell) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Fill a target view's holes from the room's shell (module docstring, steps 2-3): (rgb in its dtype, range
-    float32 metres). `range_HW` is the known pixels' range, `pose` the view's `Pose` (the shell's world frame)."""
+@dataclass(frozen=True)
+class ShellView:
+    """A target view's relation to the room's shell (`shell_view`), every array `H,W`: `label` the surface of each
+    pixel (known: the one it lies on, FURNITURE for none; hole: the one its ray meets, -1 for none), `cast_range`
+    the range of that surface along the ray (inf for none), `p` the weight of the shell's fill at a hole pixel, and
+    the fallbacks `harmonic` (`H,W,3` float64) and `steered` (the depth-steered range)."""
+
+    label: np.ndarray
+    cast_range: np.ndarray
+    p: np.ndarray
+    in_front: np.ndarray
+    harmonic: np.ndarray
+    steered: np.ndarray
+
+
+def shell_view(
+    rgb_HW3: np.ndarray, range_HW: np.ndarray, known_HW: np.ndarray, pose, shell: RoomShell
+) -> ShellView:
+    """Module docstring, step 3, up to the colours: labels, cast ranges and the shell's weight `p`."""
     hole = ~known_HW
-    if not hole.any():
-        return rgb_HW3.copy(), range_HW.astype(np.float32)
     h, w = known_HW.shape
     origin, dirs = _rays(pose, h, w)
     points = origin + dirs * np.where(known_HW, range_HW, 1.0).reshape(-1, 1)
@@ -230,8 +243,19 @@ def room_shell_fill(rgb_HW3: np.ndarray, range_HW: np.ndarray, known_HW: np.ndar
     in_front = ~(steered >= IN_FRONT * np.where(np.isfinite(cast_range), cast_range, 0.0))
     on_shell = np.stack([label >= 0, label < 0], -1).astype(np.float64)
     p = harmonic_fill(np.where(known_HW[..., None], on_shell, 0), hole)[..., 0] * ~in_front
-    rgb = p[..., None] * fill_by_label(harmonic, known_HW, label) + (1 - p[..., None]) * harmonic
-    plausible = np.isfinite(cast_range) & (cast_range < 2 * steered) & ~in_front
-    mixed = p * np.where(plausible, cast_range, 0) + (1 - p) * steered
-    depth = np.where(known_HW, range_HW, np.where(plausible, mixed, steered))
+    return ShellView(label, cast_range, p, in_front, harmonic, steered)
+
+
+def room_shell_fill(rgb_HW3: np.ndarray, range_HW: np.ndarray, known_HW: np.ndarray, pose,
+                    shell: RoomShell) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Fill a target view's holes from the room's shell (module docstring, steps 2-3): (rgb in its dtype, range
+    float32 metres). `range_HW` is the known pixels' range, `pose` the view's `Pose` (the shell's world frame)."""
+    if known_HW.all():
+        return rgb_HW3.copy(), range_HW.astype(np.float32)
+    sv = shell_view(rgb_HW3, range_HW, known_HW, pose, shell)
+    p = sv.p[..., None]
+    rgb = p * fill_by_label(sv.harmonic, known_HW, sv.label) + (1 - p) * sv.harmonic
+    plausible = np.isfinite(sv.cast_range) & (sv.cast_range < 2 * sv.steered) & ~sv.in_front
+    mixed = sv.p * np.where(plausible, sv.cast_range, 0) + (1 - sv.p) * sv.steered
+    depth = np.where(known_HW, range_HW, np.where(plausible, mixed, sv.steered))
     return cast_like(rgb, rgb_HW3.dtype), depth.astype(np.float32)
