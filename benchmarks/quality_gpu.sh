@@ -21,7 +21,8 @@
 #            classical fill since 2026-12-07, 0.40 dB above v3) on 120 new rooms (seed 6), learning rate annealed as in
 #            stage 6, then bench_quality.py's hard rooms evaluated on the device (the metrics and the export come back).
 #   stage 9 (session 15): stage 8 and, beside it on the same rooms, stage 7's probe at 256x512 correcting the room-shell
-#            fill (width 32), both evaluated on the device on bench_quality.py's hard rooms (seed 920001).
+#            fill (width 32), both evaluated on the device on bench_quality.py's hard rooms (seed 920001)
+#            (not run: no device machine started in any of session 15's attempts).
 # Usage: bash benchmarks/quality_gpu.sh 1|2|3|4|5|6|7|7data|8|9 OUT_DIR
 set -euo pipefail
 stage=$1 out=$2
