@@ -216,8 +216,8 @@ class ShellView:
     """A target view's relation to the room's shell (`shell_view`), every array `H,W`: `label` the surface of each
     pixel (known: the one it lies on, FURNITURE for none; hole: the one its ray meets, -1 for none), `cast_range`
     the range of that surface along the ray (inf for none), `p` the weight of the shell's fill at a hole pixel (0
-    where `in_front`: the depth-steered range is in front of the shell, furniture likely), and the fallbacks `harmonic` (`H,W,3` float64) and `steered` (the depth-steered
-    range)."""
+    where `in_front`: the depth-steered range lies in front of the shell, so furniture is likely), and the
+    fallbacks `harmonic` (`H,W,3` float64) and `steered` (the depth-steered range)."""
 
     label: np.ndarray
     cast_range: np.ndarray
