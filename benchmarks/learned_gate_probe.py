@@ -86,15 +86,17 @@ def train(views: list[dict], steps: int, width: int, seed: int) -> Callable[[np.
     """The gate q(features) in [0, 1], `N,1`, trained on `views`' hole pixels."""
     torch.manual_seed(seed)
     cat = {k: torch.from_numpy(np.concatenate([v[k] for v in views])).float() for k in ("f", "S", "H", "gt")}
-    weight = torch.from_numpy(np.concatenate([np.full(len(v["f"]), 1.0 / len(v["f"])) for v in views]))
+    sizes = torch.tensor([len(v["f"]) for v in views])
+    starts = torch.cumsum(sizes, 0) - sizes
     mu, sd = cat["f"].mean(0), cat["f"].std(0) + 1e-6
     net = torch.nn.Sequential(torch.nn.Linear(len(FEATURES), width), torch.nn.SiLU(), torch.nn.Linear(width, width),
                               torch.nn.SiLU(), torch.nn.Linear(width, 1))  # fmt: skip
     opt = torch.optim.Adam(net.parameters(), 3e-3)
-    batches = torch.multinomial(
-        weight, steps * 8192, replacement=True, generator=torch.Generator().manual_seed(seed)
-    )
-    for idx in batches.view(steps, 8192):
+    # a view drawn uniformly, then one of its hole pixels: each view weighs the same, as in the benchmark's mean
+    g = torch.Generator().manual_seed(seed)
+    view = torch.randint(len(views), (steps, 8192), generator=g)
+    batches = starts[view] + (torch.rand(steps, 8192, generator=g, dtype=torch.float64) * sizes[view]).long()
+    for idx in batches:
         q = torch.sigmoid(net((cat["f"][idx] - mu) / sd))
         loss = (((q * cat["S"][idx] + (1 - q) * cat["H"][idx] - cat["gt"][idx]) / 255) ** 2).mean()
         opt.zero_grad()
