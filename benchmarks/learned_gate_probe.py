@@ -28,13 +28,12 @@ import torch
 
 from panowan.data import room_shell as rs
 from panowan.data.dataset import validate_room
-from panowan.data.inpaint import harmonic_fill
 from panowan.data.io import read_rgb
 from panowan.data.layout import scan_rooms
 from panowan.eval.baselines import read_condition
 from panowan.geometry.erp import erp_directions_N3
 
-FEATURES = ("p", "in_front", "p_raw", "log_steered_over_cast", "log_steered", "log_cast", "ray_y", "floor",
+FEATURES = ("p", "in_front", "p_shell", "log_steered_over_cast", "log_steered", "log_cast", "ray_y", "floor",
             "ceiling", "wall", "no_surface", "distance_to_known", "shell_minus_harmonic")  # fmt: skip
 
 
@@ -48,11 +47,9 @@ def view_features(info, shell: rs.RoomShell, view: int) -> dict | None:
     sv = rs.shell_view(rgb, np.where(known, rng, 0.0), known, pose, shell)
     shell_rgb, hole = rs.fill_by_label(sv.harmonic, known, sv.label), ~known
     cast = np.where(np.isfinite(sv.cast_range), sv.cast_range, 50.0)
-    on_shell = np.stack([sv.label >= 0, sv.label < 0], -1).astype(np.float64)
-    p_raw = harmonic_fill(np.where(known[..., None], on_shell, 0), hole)[..., 0]
     ray_y = (erp_directions_N3(h, w) @ pose.rotation.double().numpy())[:, 1].reshape(h, w)
     lab = sv.label
-    f = np.stack([sv.p, sv.in_front, p_raw, np.clip(np.log(sv.steered / cast), -3, 3), np.log(sv.steered),
+    f = np.stack([sv.p, sv.in_front, sv.p_shell, np.clip(np.log(sv.steered / cast), -3, 3), np.log(sv.steered),
                   np.log(cast), ray_y, lab == rs.FLOOR, lab == rs.CEILING, lab >= 2, lab < 0,
                   cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 5) / h,
                   np.abs(shell_rgb - sv.harmonic).sum(-1) / 255], -1).astype(np.float32)  # fmt: skip

@@ -215,16 +215,21 @@ def fill_by_label(base_HWC: np.ndarray, known_HW: np.ndarray, label_HW: np.ndarr
 class ShellView:
     """A target view's relation to the room's shell (`shell_view`), every array `H,W`: `label` the surface of each
     pixel (known: the one it lies on, FURNITURE for none; hole: the one its ray meets, -1 for none), `cast_range`
-    the range of that surface along the ray (inf for none), `p` the weight of the shell's fill at a hole pixel (0
-    where `in_front`: the depth-steered range lies in front of the shell, so furniture is likely), and the
-    fallbacks `harmonic` (`H,W,3` float64) and `steered` (the depth-steered range)."""
+    the range of that surface along the ray (inf for none), `p_shell` the membrane of the known pixels' "on the
+    shell" indicator, `in_front` where the depth-steered range lies in front of the shell (furniture likely), and
+    the fallbacks `harmonic` (`H,W,3` float64) and `steered` (the depth-steered range)."""
 
     label: np.ndarray
     cast_range: np.ndarray
-    p: np.ndarray
+    p_shell: np.ndarray
     in_front: np.ndarray
     harmonic: np.ndarray
     steered: np.ndarray
+
+    @property
+    def p(self) -> np.ndarray:
+        """The weight of the shell's fill at a hole pixel: `p_shell`, and 0 where `in_front`."""
+        return self.p_shell * ~self.in_front
 
 
 def shell_view(
@@ -243,8 +248,8 @@ def shell_view(
     # Where the depth-steered fill puts the surface well in front of the shell, furniture is likely: no shell there.
     in_front = ~(steered >= IN_FRONT * np.where(np.isfinite(cast_range), cast_range, 0.0))
     on_shell = np.stack([label >= 0, label < 0], -1).astype(np.float64)
-    p = harmonic_fill(np.where(known_HW[..., None], on_shell, 0), hole)[..., 0] * ~in_front
-    return ShellView(label, cast_range, p, in_front, harmonic, steered)
+    p_shell = harmonic_fill(np.where(known_HW[..., None], on_shell, 0), hole)[..., 0]
+    return ShellView(label, cast_range, p_shell, in_front, harmonic, steered)
 
 
 def room_shell_fill(rgb_HW3: np.ndarray, range_HW: np.ndarray, known_HW: np.ndarray, pose,
@@ -254,9 +259,9 @@ def room_shell_fill(rgb_HW3: np.ndarray, range_HW: np.ndarray, known_HW: np.ndar
     if known_HW.all():
         return rgb_HW3.copy(), range_HW.astype(np.float32)
     sv = shell_view(rgb_HW3, range_HW, known_HW, pose, shell)
-    p = sv.p[..., None]
-    rgb = p * fill_by_label(sv.harmonic, known_HW, sv.label) + (1 - p) * sv.harmonic
+    p = sv.p
+    rgb = p[..., None] * fill_by_label(sv.harmonic, known_HW, sv.label) + (1 - p[..., None]) * sv.harmonic
     plausible = np.isfinite(sv.cast_range) & (sv.cast_range < 2 * sv.steered) & ~sv.in_front
-    mixed = sv.p * np.where(plausible, sv.cast_range, 0) + (1 - sv.p) * sv.steered
+    mixed = p * np.where(plausible, sv.cast_range, 0) + (1 - p) * sv.steered
     depth = np.where(known_HW, range_HW, np.where(plausible, mixed, sv.steered))
     return cast_like(rgb, rgb_HW3.dtype), depth.astype(np.float32)
