@@ -261,7 +261,13 @@ def room_shell_fill(rgb_HW3: np.ndarray, range_HW: np.ndarray, known_HW: np.ndar
     sv = shell_view(rgb_HW3, range_HW, known_HW, pose, shell)
     p = sv.p
     rgb = p[..., None] * fill_by_label(sv.harmonic, known_HW, sv.label) + (1 - p[..., None]) * sv.harmonic
-    plausible = np.isfinite(sv.cast_range) & (sv.cast_range < 2 * sv.steered) & ~sv.in_front
-    mixed = p * np.where(plausible, sv.cast_range, 0) + (1 - p) * sv.steered
-    depth = np.where(known_HW, range_HW, np.where(plausible, mixed, sv.steered))
+    depth = np.where(known_HW, range_HW, shell_range(sv))
     return cast_like(rgb, rgb_HW3.dtype), depth.astype(np.float32)
+
+
+def shell_range(sv: ShellView) -> np.ndarray:
+    """The fill's range of every pixel `H,W` (the hole's is what counts): the shell's cast range mixed with the
+    depth-steered one by `p` where the cast is plausible (finite, under twice the steered range, not in front)."""
+    plausible = np.isfinite(sv.cast_range) & (sv.cast_range < 2 * sv.steered) & ~sv.in_front
+    mixed = sv.p * np.where(plausible, sv.cast_range, 0) + (1 - sv.p) * sv.steered
+    return np.where(plausible, mixed, sv.steered)
