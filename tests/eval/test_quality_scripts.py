@@ -126,16 +126,19 @@ def test_hole_oracles_sample_view0_returns_view0_at_its_own_points():
 
 
 def test_learned_gate_probe_reproduces_the_room_shell_fill_and_trains(tmp_path):
-    """The probe's "room_shell" row must be the baseline itself (its two candidates recombined with the fill's own
-    weight), and a trained gate must give finite results; the better candidate per pixel is above the harmonic fill."""
+    """The gate's training pixels hold the room-shell fill itself (its two candidates recombined with the fill's own
+    weight, and its range); the probe trains, saves a gate and gives finite results, the better candidate per pixel
+    above the harmonic fill."""
     import numpy as np
 
     from panowan.data.dataset import validate_room
     from panowan.data.layout import scan_rooms
     from panowan.data.prepare import prepare_rooms
     from panowan.data.room_shell import fit_room, room_shell_fill
+    from panowan.data.shell_gate import feature_count, load_shell_gate
     from panowan.data.synth import synth_rooms
     from panowan.eval.baselines import read_condition
+    from panowan.train.shell_gate import view_hole_pixels
 
     synth_rooms(tmp_path, 2, 4, 32, 64, seed=5, difficulty="hard", stats=True)
     assert not prepare_rooms(tmp_path, progress=False).failed
@@ -143,16 +146,17 @@ def test_learned_gate_probe_reproduces_the_room_shell_fill_and_trains(tmp_path):
     info = validate_room(next(iter(scan_rooms(tmp_path))))
     shell = fit_room(info)
     view = next(v for v in info.views[1:] if not read_condition(info, v)[2].all())
-    row = probe.view_features(info, shell, view)
+    row = view_hole_pixels(info, shell, view, ("S", "H", "F", "D"), context=True)
     rgb, rng, known = read_condition(info, view)
-    filled, _ = room_shell_fill(
+    filled, depth = room_shell_fill(
         rgb, np.where(known, rng, 0.0), known, info.poses[info.views.index(view)], shell
     )
     assert np.abs(np.round(row["room_shell"]) - filled[~known]).max() <= 1
-    assert row["f"].shape == (int((~known).sum()), len(probe.FEATURES)) and np.isfinite(row["f"]).all()
-    result = probe.main(
-        ["--train_root", str(tmp_path), "--eval_roots", str(tmp_path), "--steps", "30", "--workers", "1"]
-    )
+    np.testing.assert_allclose(row["room_shell_range"], depth[~known], rtol=1e-6)
+    assert row["f"].shape == (int((~known).sum()), feature_count(4, True)) and np.isfinite(row["f"]).all()
+    args = ["--train_root", str(tmp_path), "--eval_roots", str(tmp_path), "--steps", "30", "--workers", "1"]
+    result = probe.main([*args, "--candidates", "S", "H", "F", "--context", "--save", str(tmp_path / "g.st")])
+    assert load_shell_gate(tmp_path / "g.st")[1]["held_out"] == result["held_out"]
     for scores in (result["train"], *result["held_out"].values()):
         assert all(np.isfinite(v) for v in scores.values())
         assert scores["best_candidate"] >= scores["harmonic"] - 1e-9  # the better candidate per pixel
