@@ -85,7 +85,9 @@ def test_saved_gate_reads_back_equal_and_bad_files_are_refused(tmp_path):
     gate = sg.ShellGate(("S", "H", "D"), context=False, width=8)
     f = torch.randn(5, sg.feature_count(3, False))
     gate.save(tmp_path / "g.safetensors", {"command": "x"})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.safetensors"]  # written, then renamed: no leftover
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "g.safetensors"
+    ]  # written, then renamed: no leftover
     back, record = sg.load_shell_gate(tmp_path / "g.safetensors")
     assert tuple(back.config.candidates) == ("S", "H", "D") and record == {"command": "x"}
     for a, b in zip(gate(f), back(f), strict=True):

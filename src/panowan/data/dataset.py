@@ -30,6 +30,7 @@ from panowan.data.room_checks import (
     validate_room,
 )
 from panowan.data.sample import LOG_MARGIN, MIN_HALF_RANGE, Batch, DepthNorm, Sample, _param, collate
+from panowan.eval.baselines import SHELL_FILLS
 from panowan.geometry.pose import Pose, PoseFormat, stack_poses
 from panowan.models.presets import CONDITION_FILLS
 
@@ -131,9 +132,9 @@ class RoomDataset(torch.utils.data.Dataset):
     Frame sampling is seeded by (seed, room index, epoch); call `set_epoch` every epoch.
     mask_polarity: "known" (1 = known, the layout's convention) or "hole" (1 = hole).
     cond_fill: what `cond_rgb` holds at unknown pixels: "zero", or "telea" / "ns" / "harmonic" / "depth_steered" /
-    "room_shell" (the fill of the resized reprojection, as the baseline of that name; for models with that
-    `rgb_condition_fill`; "depth_steered" reads the view's reprojected depth too, "room_shell" also view 0 and
-    the poses).
+    "room_shell" / "shell_gate" (the fill of the resized reprojection, as the baseline of that name; for models
+    with that `rgb_condition_fill`; "depth_steered" reads the view's reprojected depth too, "room_shell" and
+    "shell_gate" also view 0 and the poses).
     cond_depth_fill: the same for `cond_depth` (the normalised depth's holes; `depth_condition_fill`).
     cache_files: keep every decoded file, and every view's arrays and Plücker map, in memory after their
     first use (for small panoramas, whose loading otherwise dominates a GPU step; memory grows to the
@@ -181,7 +182,7 @@ class RoomDataset(torch.utils.data.Dataset):
         self._files: dict[Path, np.ndarray] = {}  # the caches stay empty unless cache_files
         self._pluckers: dict[tuple[int, int, int, int, int], torch.Tensor] = {}
         self._frames: dict[tuple[int, int, int], dict[str, np.ndarray]] = {}
-        self._shells: dict[Path, Any] = {}  # room -> its `data.room_shell.RoomShell` ("room_shell" fills)
+        self._shells: dict[Path, Any] = {}  # room -> its `data.room_shell.RoomShell` (`SHELL_FILLS`)
         self.rooms: list[RoomInfo] = []
         scan = scan_data_root(data_root)  # empty folders and second paths to a room: counted, not rooms
         found = scan.rooms if rooms is None else _only(scan.rooms, rooms, data_root)
@@ -323,8 +324,9 @@ class RoomDataset(torch.utils.data.Dataset):
             )
             cond_depth, depth_known = resize_masked(depth[..., None], known, height, width)
         shell_fill, known_depth = None, mask & depth_known
-        if "room_shell" in (self.cond_fill, self.cond_depth_fill) and known_depth.any() and not mask.all():
-            shell_fill = self._room_shell_fill(info, view, cond_rgb, known_depth, cond_depth[..., 0])
+        shell_method = next((f for f in (self.cond_fill, self.cond_depth_fill) if f in SHELL_FILLS), None)
+        if shell_method and known_depth.any() and not mask.all():
+            shell_fill = self._shell_fill(info, view, cond_rgb, known_depth, cond_depth[..., 0], shell_method)
         return {
             "rgb": _to_unit(gt_rgb),
             "depth": _normalised(gt_depth[..., 0], gt_valid, norm),
@@ -335,28 +337,30 @@ class RoomDataset(torch.utils.data.Dataset):
             "mask": mask[None].astype(np.float32),
         }
 
-    def _room_shell_fill(self, info: RoomInfo, view: int, rgb_HW3: np.ndarray, known_HW: np.ndarray,
-                         range_HW: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-        """The "room_shell" fill (rgb uint8, range metres) of one resized view; the room's shell is fitted once."""
-        from panowan.data.room_shell import fit_room, room_shell_fill
+    def _shell_fill(self, info: RoomInfo, view: int, rgb_HW3: np.ndarray, known_HW: np.ndarray,
+                    range_HW: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """The "room_shell" or "shell_gate" fill (rgb uint8, range metres) of one resized view, as the baseline of
+        that name; the room's shell is fitted once."""
+        from panowan.data.room_shell import fit_room
+        from panowan.eval.baselines import baseline_view
 
         if (shell := self._shells.get(info.paths.root)) is None:
             shell = self._shells[info.paths.root] = fit_room(info)
         rgb_u8 = np.where(known_HW[..., None], np.clip(np.rint(rgb_HW3), 0, 255), 0).astype(np.uint8)
         pose = info.poses[info.views.index(view)]
-        return room_shell_fill(rgb_u8, np.where(known_HW, range_HW, 0.0), known_HW, pose, shell)
+        return baseline_view(rgb_u8, np.where(known_HW, range_HW, 0.0), known_HW, method, (pose, shell))
 
     def _fill_holes(self, cond_rgb_HW3: np.ndarray, known_HW: np.ndarray, depth_HW: np.ndarray,
                     depth_known_HW: np.ndarray, shell_fill=None) -> np.ndarray:  # fmt: skip
         """`cond_rgb` in [-1, 1], 3 x H x W: 0 at unknown pixels, or their fill (`cond_fill`); "depth_steered"
         is steered by the view's reprojected range (`depth_HW`, valid where `depth_known_HW`); "room_shell" is
-        `shell_fill` (`_room_shell_fill`, None for a view without a known depth)."""
+        `shell_fill` (`_shell_fill`, None for a view without a known depth), as is "shell_gate"."""
         if self.cond_fill == "zero" or known_HW.all():
             return np.where(known_HW[None], _to_unit(cond_rgb_HW3), 0).astype(np.float32)
         from panowan.data.inpaint import inpaint_erp
 
         known_u8 = np.where(known_HW[..., None], np.clip(np.rint(cond_rgb_HW3), 0, 255), 0).astype(np.uint8)
-        if self.cond_fill == "room_shell" and shell_fill is not None:
+        if self.cond_fill in SHELL_FILLS and shell_fill is not None:
             filled = shell_fill[0].astype(np.float32)
         elif self.cond_fill == "depth_steered" and (known_HW & depth_known_HW).any():
             from panowan.data.depth_fill import depth_steered_fill
@@ -364,7 +368,7 @@ class RoomDataset(torch.utils.data.Dataset):
             depth = np.where(depth_known_HW, depth_HW, 0).astype(np.float32)
             filled = depth_steered_fill(known_u8, depth, known_HW)[0].astype(np.float32)
         else:  # without a known depth the steered and room-shell fills are the harmonic one
-            method = "harmonic" if self.cond_fill in ("depth_steered", "room_shell") else self.cond_fill
+            method = "harmonic" if self.cond_fill in ("depth_steered", *SHELL_FILLS) else self.cond_fill
             filled = inpaint_erp(known_u8, ~known_HW, method).astype(np.float32)
         # Known pixels keep their exact (unrounded) values; only the holes take the fill.
         return np.where(known_HW[None], _to_unit(cond_rgb_HW3), _to_unit(filled)).astype(np.float32)
@@ -377,9 +381,9 @@ class RoomDataset(torch.utils.data.Dataset):
             return _normalised(depth_HW, known_HW, norm)
         from panowan.data.inpaint import inpaint_erp
 
-        if self.cond_depth_fill == "room_shell" and shell_fill is not None:
+        if self.cond_depth_fill in SHELL_FILLS and shell_fill is not None:
             filled = np.where(known_HW, depth_HW, shell_fill[1]).astype(np.float64)
-        elif self.cond_depth_fill in ("depth_steered", "room_shell"):
+        elif self.cond_depth_fill in ("depth_steered", *SHELL_FILLS):
             from panowan.data.depth_fill import fill_depth_from_background
 
             filled = fill_depth_from_background(np.where(known_HW, depth_HW, 1.0), known_HW)[0]

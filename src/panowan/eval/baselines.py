@@ -13,10 +13,12 @@
 - "room_shell": the room's floor, ceiling and walls fitted to view 0 (`panowan.data.room_shell`); each hole pixel
   from the known pixels of the surface its ray meets, mixed with the harmonic fill where furniture may hide it.
   It reads the room's poses and view 0 (`run_baseline`), and takes the walls to lie along the world's x and z axes.
+- "shell_gate": a *learned* fill, not a classical one: the room-shell fill's candidates (and two more) mixed per
+  hole pixel by a small MLP trained on other rooms' ground truth (`panowan.data.shell_gate`, the embedded gate).
 
-The classical fills (`CLASSICAL_FILLS`: every baseline but "copy") are the model's rivals in the summaries
-(`panowan.eval.summary`); `DEFAULT_BASELINES` is what `panowan eval --baselines` (no names) and `panowan demo`
-compare with.
+The classical fills (`CLASSICAL_FILLS`: every baseline but "copy" and the learned "shell_gate") are the model's
+rivals in the summaries (`panowan.eval.summary`); `DEFAULT_BASELINES` is what `panowan eval --baselines` (no
+names) and `panowan demo` compare with.
 
 View 0 is complete in the input, so every baseline returns it unchanged.
 """
@@ -33,13 +35,16 @@ from panowan.data.inpaint import inpaint_erp
 from panowan.data.room_shell import fit_room, room_shell_fill
 
 CLASSICAL_FILLS = ("telea", "ns", "harmonic", "depth_steered", "room_shell")
-BASELINES = ("copy", *CLASSICAL_FILLS)
-DEFAULT_BASELINES = (*CLASSICAL_FILLS, "copy")
+LEARNED_FILLS = ("shell_gate",)
+SHELL_FILLS = ("room_shell", "shell_gate")
+"""The fills that read the room: the view's pose and the shell fitted to view 0."""
+BASELINES = ("copy", *CLASSICAL_FILLS, *LEARNED_FILLS)
+DEFAULT_BASELINES = (*CLASSICAL_FILLS, *LEARNED_FILLS, "copy")
 
 
 def baseline_view(cond_rgb: np.ndarray, cond_depth: np.ndarray, known_HW: np.ndarray, method: str, room=None):
-    """One view's baseline prediction: (rgb H x W x 3 uint8, depth H x W float32 metres). "room_shell" also needs
-    `room`: (the view's `Pose` in the data's world frame, the room's `RoomShell`), as `run_baseline` passes."""
+    """One view's baseline prediction: (rgb H x W x 3 uint8, depth H x W float32 metres). The `SHELL_FILLS` also
+    need `room`: (the view's `Pose` in the data's world frame, the room's `RoomShell`), as `run_baseline` passes."""
     hole = ~known_HW
     rgb = np.where(known_HW[..., None], cond_rgb, 0).astype(np.uint8)
     depth = np.where(known_HW, cond_depth, 0).astype(np.float32)
@@ -49,11 +54,15 @@ def baseline_view(cond_rgb: np.ndarray, cond_depth: np.ndarray, known_HW: np.nda
         raise ValueError("cannot inpaint a view with no known pixel")
     if method == "depth_steered":
         return depth_steered_fill(rgb, depth, known_HW)
-    if method == "room_shell":
+    if method in SHELL_FILLS:
         if room is None:
             raise ValueError(
-                "the room_shell baseline needs the view's pose and the room's shell (run_baseline)"
+                f"the {method} baseline needs the view's pose and the room's shell (run_baseline)"
             )
+        if method == "shell_gate":
+            from panowan.data.shell_gate import shell_gate_fill
+
+            return shell_gate_fill(rgb, depth, known_HW, *room)
         return room_shell_fill(rgb, depth, known_HW, *room)
     return inpaint_erp(rgb, hole, method), inpaint_erp(depth, hole, method).astype(np.float32)
 
@@ -100,7 +109,7 @@ def run_baseline(data_root: str | os.PathLike, output_dir: str | os.PathLike, me
         if rooms is not None and info.paths.room_id not in rooms:
             continue
         paths = info.paths
-        shell = fit_room(info) if method == "room_shell" else None
+        shell = fit_room(info) if method in SHELL_FILLS else None
         rgbs, depths = [], []
         for view, pose in zip(info.views, info.poses, strict=True):
             room_view = None if shell is None else (pose, shell)

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 CODECS = ("wan_vae", "analytic")
-CONDITION_FILLS = ("zero", "telea", "ns", "harmonic", "depth_steered", "room_shell")
+CONDITION_FILLS = ("zero", "telea", "ns", "harmonic", "depth_steered", "room_shell", "shell_gate")
 """What a stream's condition may hold in its holes: zeros (Wan I2V), OpenCV's Telea or Navier-Stokes fill, the
-harmonic (membrane) fill (`panowan.data.inpaint`), or the depth-steered membrane (`panowan.data.depth_fill`; the
-RGB stream's is steered by the view's reprojected depth)."""
+harmonic (membrane) fill (`panowan.data.inpaint`), the depth-steered membrane (`panowan.data.depth_fill`; the
+RGB stream's is steered by the view's reprojected depth), the room-shell fill (`panowan.data.room_shell`), or the
+embedded learned shell gate (`panowan.data.shell_gate`)."""
 NOT_ARCHITECTURE = ("init_seed", "rgb_condition_fill", "depth_condition_fill")
 """`DualStreamConfig` fields that do not change the weights' shapes: a run may start from a model that differs in them."""
 ANALYTIC_POOLS = (1, 2, 4, 8)

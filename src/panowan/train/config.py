@@ -130,7 +130,7 @@ class TrainConfig:
     rgb_condition_fill: str | None = _f(
         None,
         "what the RGB condition holds in its holes: zero (Wan I2V's convention), or a classical fill (telea, ns, "
-        "harmonic, depth_steered, room_shell: the baselines of those names; analytic-codec presets only; sampling "
+        "harmonic, depth_steered, room_shell, shell_gate: the baselines of those names; analytic-codec presets; sampling "
         "decodes RGB as a correction of it); default: the --init_from model's, else the preset's (zero)",
         choices=CONDITION_FILLS,
     )
