@@ -160,3 +160,28 @@ def test_learned_gate_probe_reproduces_the_room_shell_fill_and_trains(tmp_path):
     for scores in (result["train"], *result["held_out"].values()):
         assert all(np.isfinite(v) for v in scores.values())
         assert scores["best_candidate"] >= scores["harmonic"] - 1e-9  # the better candidate per pixel
+
+
+def test_cnn_gate_probe_starts_as_the_embedded_gate(tmp_path):
+    """Before a step the U-Net's output is zero, so its gate is the embedded gate exactly; its room-shell row is
+    the fill's own (the learned gate probe's)."""
+    import numpy as np
+
+    from panowan.data.prepare import prepare_rooms
+    from panowan.data.synth import synth_rooms
+
+    synth_rooms(tmp_path, 2, 5, 32, 64, seed=5, difficulty="hard", stats=True)
+    assert not prepare_rooms(tmp_path, progress=False).failed
+    args = ["--train_root", str(tmp_path), "--eval_roots", str(tmp_path), "--workers", "1", "--levels", "2"]
+    result = _load("cnn_gate_probe").main([*args, "--max_steps", "0"])
+    scores = result["held_out"][str(tmp_path)]
+    assert result["steps"] == 0 and all(np.isfinite(v) for v in scores.values())
+    assert scores["cnn_gate"] == scores["shell_gate"]
+    assert scores["range_absrel_cnn_gate"] == scores["range_absrel_shell_gate"]
+    from panowan.data.shell_gate import EMBEDDED_GATE
+
+    mlp = _load("learned_gate_probe").main(
+        ["--eval_roots", str(tmp_path), "--gate", str(EMBEDDED_GATE), "--workers", "1"]
+    )
+    assert abs(mlp["held_out"][str(tmp_path)]["room_shell"] - scores["room_shell"]) < 0.05  # float16 maps
+    assert _load("cnn_gate_probe").main([*args, "--max_steps", "2"])["steps"] == 2

@@ -8,8 +8,8 @@ import pytest
 
 
 def test_shipped_model_metadata():
-    """Under 50 MB, the method's full architecture (pose and cross-stream exchange, pixel decoders), harmonic
-    condition fills, a valid sampling recommendation, and every run of its chain recorded with the commands that
+    """Under 50 MB, the method's full architecture (pose and cross-stream exchange, pixel decoders), the shell
+    gate's RGB condition fill and the harmonic depth one (v3.1, said in its JSON), a valid sampling recommendation, and every run of its chain recorded with the commands that
     repeat it: three runs on hard rooms at 256x512 on top of the v2 chain (four at 256x512, one at 64x128)."""
     from panowan.commands import infer as infer_cmd
 
@@ -17,7 +17,8 @@ def test_shipped_model_metadata():
     assert source.kind == "embedded"
     assert source.weights.stat().st_size < 50 * 2**20
     config = source.model_config
-    assert config.condition_fills() == {"rgb": "harmonic", "depth": "harmonic"}
+    assert config.condition_fills() == {"rgb": "shell_gate", "depth": "harmonic"}
+    assert "shell_gate" in json.loads(source.weights.with_suffix(".json").read_text())["conditions_note"]
     assert (config.interactions, config.pixel_decoder_width) == ("pose+cross", 16)
     assert source.sampling["num_inference_steps"] >= 1 and source.sampling["sampler"] in ("unipc", "euler")
     run, resolutions, hard = source.train_config, [], 0
