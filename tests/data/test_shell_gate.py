@@ -154,3 +154,19 @@ def test_shell_gate_baseline_and_condition_fill_agree(hard_rooms, one_view, tmp_
     cond = (sample.cond_rgb[frame].permute(1, 2, 0).numpy() + 1) * 127.5
     hole = ~known
     assert np.abs(cond[hole] - out_rgb[hole]).max() <= 1
+
+
+def test_each_stream_gets_its_own_shell_fill(hard_rooms):
+    """RGB from the shell gate and depth from the room-shell fill: each condition is the one its stream names."""
+    from panowan.data.dataset import RoomDataset
+
+    def sample(rgb_fill: str, depth_fill: str):
+        return RoomDataset(hard_rooms, num_frames=5, cond_fill=rgb_fill, cond_depth_fill=depth_fill)[0]
+
+    mixed, gate, shell = (
+        sample("shell_gate", "room_shell"),
+        sample("shell_gate", "zero"),
+        sample("zero", "room_shell"),
+    )
+    assert torch.equal(mixed.cond_rgb, gate.cond_rgb) and torch.equal(mixed.cond_depth, shell.cond_depth)
+    assert not torch.equal(gate.cond_depth, shell.cond_depth)  # the fills differ, so the check can fail

@@ -323,16 +323,24 @@ class RoomDataset(torch.utils.data.Dataset):
                 self._read(read_rgb, paths.cond_rgb(view), size, room), known, height, width
             )
             cond_depth, depth_known = resize_masked(depth[..., None], known, height, width)
-        shell_fill, known_depth = None, mask & depth_known
-        shell_method = next((f for f in (self.cond_fill, self.cond_depth_fill) if f in SHELL_FILLS), None)
-        if shell_method and known_depth.any() and not mask.all():
-            shell_fill = self._shell_fill(info, view, cond_rgb, known_depth, cond_depth[..., 0], shell_method)
+        shell_fills, known_depth = {}, mask & depth_known  # method -> its fill, once per method a stream uses
+        if known_depth.any() and not mask.all():
+            for method in dict.fromkeys(
+                f for f in (self.cond_fill, self.cond_depth_fill) if f in SHELL_FILLS
+            ):
+                shell_fills[method] = self._shell_fill(
+                    info, view, cond_rgb, known_depth, cond_depth[..., 0], method
+                )
         return {
             "rgb": _to_unit(gt_rgb),
             "depth": _normalised(gt_depth[..., 0], gt_valid, norm),
             "depth_valid": gt_valid[None],
-            "cond_rgb": self._fill_holes(cond_rgb, mask, cond_depth[..., 0], depth_known, shell_fill),
-            "cond_depth": self._depth_condition(cond_depth[..., 0], depth_known, norm, shell_fill),
+            "cond_rgb": self._fill_holes(
+                cond_rgb, mask, cond_depth[..., 0], depth_known, shell_fills.get(self.cond_fill)
+            ),
+            "cond_depth": self._depth_condition(
+                cond_depth[..., 0], depth_known, norm, shell_fills.get(self.cond_depth_fill)
+            ),
             "cond_depth_m": np.where(depth_known, cond_depth[..., 0], 0)[None].astype(np.float32),
             "mask": mask[None].astype(np.float32),
         }

@@ -13,8 +13,8 @@
 - "room_shell": the room's floor, ceiling and walls fitted to view 0 (`panowan.data.room_shell`); each hole pixel
   from the known pixels of the surface its ray meets, mixed with the harmonic fill where furniture may hide it.
   It reads the room's poses and view 0 (`run_baseline`), and takes the walls to lie along the world's x and z axes.
-- "shell_gate": a *learned* fill, not a classical one: the room-shell fill's candidates (and two more) mixed per
-  hole pixel by a small MLP trained on other rooms' ground truth (`panowan.data.shell_gate`, the embedded gate).
+- "shell_gate": a *learned* fill, not a classical one: the room-shell fill's candidates mixed per hole pixel by a
+  small MLP trained on other rooms' ground truth (`panowan.data.shell_gate`, the embedded gate).
 
 The classical fills (`CLASSICAL_FILLS`: every baseline but "copy" and the learned "shell_gate") are the model's
 rivals in the summaries (`panowan.eval.summary`); `DEFAULT_BASELINES` is what `panowan eval --baselines` (no
