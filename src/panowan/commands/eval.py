@@ -5,7 +5,7 @@ panorama_XXXX_depth.npy) and the rooms under DATA_ROOT (prepared). Per view and 
 and known regions: PSNR, SSIM, WS-PSNR, depth AbsRel, RMSE and delta < 1.25 in metres; cross-view
 consistency and seam continuity; hole consistency (whether two views' completions agree where both had to
 fill). Writes the JSON (--out) and a markdown table beside it (.md). With --baselines it also writes and
-evaluates classical baselines (OpenCV inpainting, harmonic, depth-steered and room-shell fills, input copy)
+evaluates baselines (OpenCV inpainting, harmonic, depth-steered and room-shell fills, the learned shell gate, input copy)
 under PRED_DIR/../baselines/NAME so the table compares them; `--baselines` with no names compares with all of them. Both outputs state the
 model's margin against the best classical fill per headline metric (the JSON in "model": "best_classical").
 """
@@ -30,8 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the markdown table goes beside it with the suffix .md")  # fmt: skip
     parser.add_argument("--rooms", nargs="*", default=None, help="only these room ids ('area/room')")
     parser.add_argument("--baselines", nargs="*", default=None, choices=BASELINES,
-                        help="also compute these baselines on the same rooms and compare; with no names: "
-                        f"{' '.join(DEFAULT_BASELINES)}")  # fmt: skip
+                        help="also compute these baselines on the same rooms and compare (the model against the "
+                        "best classical fill; shell_gate is a learned fill, listed but never counted as one); "
+                        f"with no names: {' '.join(DEFAULT_BASELINES)}")  # fmt: skip
     parser.add_argument("--baseline_dir", default=None,
                         help="where baseline predictions are written (default: PRED_DIR/../baselines)")  # fmt: skip
     parser.add_argument(
