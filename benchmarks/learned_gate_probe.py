@@ -31,7 +31,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from panowan.data.shell_gate import CANDIDATES, CONTEXT_RADII, FEATURES, ShellGate, load_shell_gate
+from panowan.data.shell_gate import (
+    CANDIDATES,
+    CONTEXT_RADII,
+    FEATURES,
+    ShellGate,
+    check_candidates,
+    load_shell_gate,
+)
 from panowan.train.shell_gate import data_root_hole_pixels, fit_shell_gate
 
 
@@ -103,8 +110,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--save", default=None, help="write the trained gate here (a .safetensors file)")
     p.add_argument("--device", default="cpu", help="torch device of the training")
     args = p.parse_args(argv)
-    if args.candidates[:2] != ["S", "H"]:
-        raise SystemExit("--candidates: S and H come first (the room-shell fill's own parts)")
+    try:
+        check_candidates(tuple(args.candidates))
+    except ValueError as e:
+        p.error(f"--candidates: {e}")
     if (args.train_root is None) == (args.gate is None):
         raise SystemExit("give one of --train_root (train a gate) and --gate (evaluate a saved one)")
     saved, record = load_shell_gate(args.gate) if args.gate else (None, {})

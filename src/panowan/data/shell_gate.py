@@ -28,7 +28,6 @@ import cv2
 import numpy as np
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.modeling_utils import ModelMixin
 
 from panowan.data import room_shell as rs
 from panowan.data.depth_fill import fill_rgb_on_surface
@@ -70,10 +69,16 @@ def context_features(known_HW: np.ndarray, label_HW: np.ndarray) -> np.ndarray:
     return np.stack(out, -1)
 
 
+def check_candidates(candidates: tuple[str, ...]) -> None:
+    """ValueError unless `candidates` are S and H, then any others of `CANDIDATES` (the gate's layout)."""
+    if tuple(candidates[:2]) != ("S", "H") or set(candidates) - set(CANDIDATES):
+        raise ValueError(
+            f"shell-gate candidates: S and H first, then any of {list(CANDIDATES)}; got {candidates}"
+        )
+
+
 def candidate_fills(rgb_HW3, known_HW, sv: rs.ShellView, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The colour candidates `names` (keys of `CANDIDATES`; S and H always), `H,W,3` float64."""
-    if unknown := set(names) - set(CANDIDATES):
-        raise ValueError(f"unknown shell-gate candidates {sorted(unknown)}; choose from {list(CANDIDATES)}")
     out = {"S": rs.fill_by_label(sv.harmonic, known_HW, sv.label), "H": sv.harmonic}
     if "F" in names:  # the hole's pixels and the known furniture share a label, the shell's pixels have none
         out["F"] = rs.fill_by_label(
@@ -99,10 +104,7 @@ class GateInputs:
 def gate_inputs(rgb_HW3: np.ndarray, range_HW: np.ndarray, known_HW: np.ndarray, pose, shell: rs.RoomShell,
                 candidates: tuple[str, ...] = ("S", "H"), context: bool = False) -> GateInputs:  # fmt: skip
     """The gate's inputs of one target view (`range_HW` metres, 0 at unknown pixels; `pose` world -> camera)."""
-    if tuple(candidates[:2]) != ("S", "H"):
-        raise ValueError(
-            f"shell-gate candidates start with S and H (the room-shell fill's parts), not {candidates}"
-        )
+    check_candidates(candidates)
     h, w = known_HW.shape
     sv = rs.shell_view(rgb_HW3, range_HW, known_HW, pose, shell)
     fills = candidate_fills(rgb_HW3, known_HW, sv, candidates)
@@ -128,24 +130,30 @@ def feature_count(n_candidates: int, context: bool) -> int:
     return len(FEATURES) + extra + (2 * len(CONTEXT_RADII) if context else 0)
 
 
-class ShellGate(ModelMixin, ConfigMixin):
+class ShellGate(torch.nn.Module, ConfigMixin):
     """Softmax weights of the colour candidates and of the range candidates from the features of hole pixels.
 
     candidates: the colour candidates' names (`CANDIDATES`, S and H first); context: the features include the
     window features; width: hidden width of the two MLPs (two SiLU layers each). The features are standardised by
-    the buffers `mean`/`std`, set from the training pixels (`train.shell_gate`)."""
+    the buffers `mean`/`std`, set from the training pixels (`train.shell_gate`). diffusers' `ConfigMixin` keeps the
+    config (`register_to_config`); the file is one safetensors file (`save`), not a diffusers folder, so that the
+    embedded gate is a single package asset."""
+
+    config_name = "shell_gate_config.json"
 
     @register_to_config
     def __init__(
         self, candidates: tuple[str, ...] = ("S", "H"), context: bool = False, width: int = 64
     ) -> None:
         super().__init__()
-        if tuple(candidates[:2]) != ("S", "H") or set(candidates) - set(CANDIDATES):
-            raise ValueError(f"candidates: S and H first, then any of {list(CANDIDATES)}; got {candidates}")
+        check_candidates(candidates)
         n = feature_count(len(candidates), context)
         self.register_buffer("mean", torch.zeros(n))
         self.register_buffer("std", torch.ones(n))
-        self.rgb_head, self.range_head = self._mlp(n, width, len(candidates)), self._mlp(n, width, 2)
+        self.rgb_head, self.range_head = (
+            self._mlp(n, width, len(candidates)),
+            self._mlp(n, width, len(RANGE_CANDIDATES)),
+        )
 
     @staticmethod
     def _mlp(n_in: int, width: int, n_out: int) -> torch.nn.Sequential:
@@ -154,7 +162,7 @@ class ShellGate(ModelMixin, ConfigMixin):
                                    torch.nn.Linear(width, n_out))  # fmt: skip
 
     def forward(self, features_NF: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(colour weights `N,K`, range weights `N,2`), each row summing to 1."""
+        """(colour weights `N,K`, range weights `N,2` over `RANGE_CANDIDATES`), each row summing to 1."""
         x = (features_NF - self.mean) / self.std
         return torch.softmax(self.rgb_head(x), -1), torch.softmax(self.range_head(x), -1)
 
