@@ -1,7 +1,6 @@
 """`torchrun --max-restarts 1` after a rank dies (issue 21, fault matrix part B): rank 1 of a 2-rank gloo run
-is SIGKILLed after step 3 (of 16); the agent stops rank 0 (which reports a `PeerFailure`), starts a new round,
-the ranks resume from the newest checkpoint, and the run ends with the losses of an uninterrupted run, bit for
-bit.
+is SIGKILLed after step 3; the agent stops rank 0 (which reports a `PeerFailure`), starts a new round, the
+ranks resume from checkpoint-2, and the run ends with the losses of an uninterrupted run, bit for bit.
 About 30 s on 2 idle cores (two rounds of torchrun start-up): marked slow."""
 
 from __future__ import annotations
@@ -23,9 +22,7 @@ from panowan.train import checkpoint as ckpt
 from panowan.train.trainer import train
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-SETTINGS = dict(max_train_steps=16, checkpointing_steps=2)
-"""16 steps: the kill after step 3 must land before rank 1 has finished (with 8, a loaded CI machine once got there
-first: no restart, no PeerFailure)."""
+SETTINGS = dict(max_train_steps=8, checkpointing_steps=2)
 
 
 def _children(pid: int) -> list[int]:
@@ -67,8 +64,8 @@ def test_torchrun_restarts_a_dead_rank_from_the_newest_checkpoint(rooms, tmp_pat
                 proc.kill()
     text = log.read_text()
     assert "PeerFailure: rank 0 of 2" in text and "resumed from" in text
-    # The kill lands after step 3; on a loaded machine the ranks may have reached a later checkpoint by then.
+    # The kill lands after step 3; on a loaded machine the ranks may have reached checkpoint-4 by then.
     resumed = re.search(r"checkpoint-(\d+) at step (\d+)", text)
-    assert resumed and resumed[1] == resumed[2] and int(resumed[1]) in range(2, 16, 2), text[-3000:]
+    assert resumed and resumed[1] == resumed[2] and int(resumed[1]) in (2, 4), text[-3000:]
     assert losses(out) == losses(tmp_path / "straight")
-    assert [s for s, _ in ckpt.complete_checkpoints(out)] == list(range(2, 17, 2))
+    assert [s for s, _ in ckpt.complete_checkpoints(out)] == [2, 4, 6, 8]
